@@ -1,0 +1,5 @@
+import sys
+
+from botd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""The one door from Trio to asyncio (DESIGN §5).
+
+aiormq, redis-py's asyncio client and psycopg's async pool run on one uvloop event loop in a
+thread the daemon owns. Trio code calls them through :meth:`AsyncioBridge.run`, which keeps Trio's
+rules on both sides:
+
+- the coroutine is created and run *in the loop thread*; the Trio task parks with
+  ``wait_task_rescheduled`` and is woken through the Trio token with the outcome;
+- a call cancelled before the loop started it never runs its body;
+- a call cancelled while running cancels the asyncio task and returns only once that task has
+  finished unwinding; then :class:`trio.Cancelled` is raised (or, if the task completed before the
+  cancellation reached it, its result is returned and Trio cancels at the next checkpoint);
+- closing the bridge cancels whatever still runs on the loop, waits for it, stops the loop and
+  joins the thread without blocking Trio.
+
+No other module imports asyncio for running things; adapters pass coroutine functions here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import outcome
+import trio
+import uvloop
+
+from botd.errors import TransientError
+
+T = TypeVar("T")
+
+
+class BridgeClosed(TransientError):
+    """The asyncio loop is gone (the daemon is shutting down)."""
+
+
+class AsyncioBridge:
+    """Runs coroutine functions on the owned asyncio loop for Trio callers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
+        self._loop = loop
+        self._token = token
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.calls = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` on the asyncio loop and return its result to Trio."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise BridgeClosed("the asyncio bridge is closed")
+        self.calls += 1
+        trio_task = trio.lowlevel.current_task()
+        token = self._token
+        loop = self._loop
+        tasks = self._tasks
+        aio_task: asyncio.Task[T] | None = None
+        cancel_requested = False
+
+        def wake(result: outcome.Outcome[T] | None) -> None:
+            # Runs in the loop thread; hands the outcome to Trio (None: never started).
+            token.run_sync_soon(trio.lowlevel.reschedule, trio_task, outcome.Value(result))
+
+        def on_done(task: asyncio.Task[T]) -> None:
+            tasks.discard(task)
+            wake(outcome.capture(task.result))
+
+        def start() -> None:
+            nonlocal aio_task
+            if cancel_requested:
+                wake(None)
+                return
+            aio_task = loop.create_task(fn(*args))  # type: ignore[arg-type]
+            tasks.add(aio_task)
+            aio_task.add_done_callback(on_done)
+
+        def cancel_in_loop() -> None:
+            nonlocal cancel_requested
+            cancel_requested = True
+            if aio_task is not None:
+                aio_task.cancel()
+
+        raise_cancel: trio.lowlevel.RaiseCancelT | None = None
+
+        def abort(rc: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            nonlocal raise_cancel
+            raise_cancel = rc
+            try:
+                loop.call_soon_threadsafe(cancel_in_loop)
+            except RuntimeError:  # loop already closed: nothing can be running there
+                return trio.lowlevel.Abort.SUCCEEDED
+            return trio.lowlevel.Abort.FAILED  # keep waiting until the asyncio side is done
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError as exc:
+            raise BridgeClosed("the asyncio loop is closed") from exc
+        result: outcome.Outcome[T] | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        if result is None or (
+            isinstance(result, outcome.Error) and isinstance(result.error, asyncio.CancelledError)
+        ):
+            if raise_cancel is not None:
+                raise_cancel()
+            raise BridgeClosed("the asyncio task was cancelled by the loop's shutdown")
+        return result.unwrap()
+
+    async def aclose(self) -> None:
+        """Cancel every task still on the loop and wait for them (run before stopping the loop)."""
+        self._closed = True
+
+        async def cancel_all() -> None:
+            pending = [t for t in self._tasks if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+        fut = asyncio.run_coroutine_threadsafe(cancel_all(), self._loop)
+        await trio.to_thread.run_sync(fut.result)
+
+
+@asynccontextmanager
+async def open_bridge(name: str = "botd-asyncio") -> AsyncIterator[AsyncioBridge]:
+    """Start a uvloop event loop in a dedicated thread; stop it and join the thread on exit."""
+    loop = uvloop.new_event_loop()
+    ready = threading.Event()
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    thread = threading.Thread(target=run_loop, name=name, daemon=True)
+    thread.start()
+    await trio.to_thread.run_sync(ready.wait)
+    bridge = AsyncioBridge(loop, trio.lowlevel.current_trio_token())
+    try:
+        yield bridge
+    finally:
+        with trio.CancelScope(shield=True):
+            await bridge.aclose()
+            loop.call_soon_threadsafe(loop.stop)
+            await trio.to_thread.run_sync(thread.join)

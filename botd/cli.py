@@ -1,0 +1,144 @@
+"""The ``botd`` command line (DESIGN §8).
+
+``botd run | migrate | check-config | dlq … | chat``, each taking ``--config PATH`` (default
+``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad config or usage, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import trio
+
+from botd import __version__, logs
+from botd.config import Config, describe, load_config
+from botd.errors import BotdError, ConfigError, SchemaError
+
+log = logging.getLogger("botd.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _default_config() -> str:
+    return os.environ.get("BOTD_CONFIG", "config.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, metavar="PATH",
+        help="config file (default ./config.toml or $BOTD_CONFIG; missing file = defaults)",
+    )
+    parser = argparse.ArgumentParser(prog="botd", description="Order-taking chat bot daemon for Chat2Desk.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"botd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser("migrate", parents=[common], help="create or upgrade the PostgreSQL schema")
+    sub.add_parser("check-config", parents=[common], help="print the effective config (secrets masked)")
+    dlq = sub.add_parser("dlq", parents=[common], help="inspect and repair the dead-letter queue")
+    dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dsub.add_parser("list", parents=[common], help="list dead-lettered messages")
+    show = dsub.add_parser("show", parents=[common], help="print one message whole")
+    show.add_argument("id")
+    replay = dsub.add_parser("replay", parents=[common], help="put messages back for processing/sending")
+    group = replay.add_mutually_exclusive_group(required=True)
+    group.add_argument("id", nargs="?")
+    group.add_argument("--all", action="store_true")
+    purge = dsub.add_parser("purge", parents=[common], help="delete every dead-lettered message")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_parser("chat", parents=[common], help="talk to the bot in this terminal as a customer")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = getattr(args, "config", None) or _default_config()
+    if getattr(args, "config", None) and not os.path.exists(path):
+        raise ConfigError([f"--config {path}: no such file; fix the path or leave --config out for defaults"])
+    return load_config(path)
+
+
+def _cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    current = None
+    for section, key, value, _default, _help in describe(config):
+        if section != current:
+            print(f"[{section}]")
+            current = section
+        print(f"{key} = {value}")
+    return EXIT_OK
+
+
+def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    from botd.migrate import apply_migrations, latest_version
+
+    applied = apply_migrations(config.postgres.dsn)
+    if applied:
+        for mig in applied:
+            print(f"applied {mig.version:04d}_{mig.name}")
+    print(f"schema is at version {latest_version()}")
+    return EXIT_OK
+
+
+def _cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from botd import daemon
+
+    trio.run(daemon.run, config)
+    return EXIT_OK
+
+
+def _cmd_dlq(config: Config, args: argparse.Namespace) -> int:
+    from botd import dlq_cli
+
+    return dlq_cli.main(config, args)
+
+
+def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
+    from botd import chat_cli
+
+    return chat_cli.main(config)
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "migrate": _cmd_migrate,
+    "check-config": _cmd_check_config,
+    "dlq": _cmd_dlq,
+    "chat": _cmd_chat,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print("botd: configuration is not usable:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(config.log.level, config.log.format)
+    try:
+        return COMMANDS[args.command](config, args)
+    except SchemaError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("configuration: %s", problem)
+        return EXIT_USAGE
+    except BotdError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Processing one customer message, and the shard consumers that feed it (DESIGN §2, §3).
+
+For each delivery, :meth:`Processor.process`:
+1. loads the dialog state and the dedupe marker of the message in one Redis round trip;
+2. if the marker exists, the step was done already: re-sends its replies unless they went out;
+3. otherwise runs the pure dialog step; on a confirmation creates the order in PostgreSQL
+   (idempotent by the dialog's key); commits state + marker + replies in one atomic Redis step
+   (compare-and-set on the state version; a conflict reloads and runs the step again);
+4. sends the replies (rate-limited, retried; what still fails is parked in the outbox), marks
+   them sent, and only then is the delivery acked.
+
+A crash anywhere before the commit redoes the whole step (the order insert finds its own row);
+a crash after it finds the marker and only re-sends replies. Transient failures (a service
+restarting) are retried in place with capped backoff — the message stays unacked and in order;
+anything else is nacked and counts towards the queue's delivery limit, after which the broker
+dead-letters it (poison message).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from botd import dialog
+from botd.broker import Broker, Delivery, Subscription
+from botd.chat_api import Sender
+from botd.errors import InvalidInput, PermanentError, TransientError
+from botd.inbound import QueuedMessage, decode_queued
+from botd.logs import mask
+from botd.order_store import OrderStore
+from botd.outbox import Outbox
+from botd.state_store import CommitResult, StateStore
+
+log = logging.getLogger("botd.consumer")
+
+MAX_CONFLICT_RETRIES = 5
+TRANSIENT_BACKOFF_MAX = 5.0
+
+
+@dataclass(slots=True)
+class ConsumerStatistics:
+    processed: int = 0
+    duplicates: int = 0
+    replies_resent: int = 0
+    orders: int = 0
+    transient_retries: int = 0
+    poison: int = 0
+    in_flight: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+    processing_seconds_total: float = 0.0
+
+
+def to_turn(msg: QueuedMessage) -> dialog.Turn:
+    return dialog.Turn(
+        message_id=msg.message_id,
+        client_id=msg.client_id,
+        text=msg.text,
+        at=msg.received_at,
+        media=msg.media,
+        location=msg.location,
+        contact_phone=msg.contact_phone,
+    )
+
+
+class Processor:
+    """Executes one dialog step for one queued message, exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        orders: OrderStore,
+        sender: Sender,
+        outbox: Outbox,
+        settings: dialog.DialogSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._orders = orders
+        self._sender = sender
+        self._outbox = outbox
+        self._settings = settings
+        self._clock = clock
+        self.stats = ConsumerStatistics()
+
+    async def process(self, msg: QueuedMessage) -> str:
+        """Process ``msg``; return "processed", "duplicate" or "resent". Raises on failure."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            loaded = await self._store.load(msg.client_id, msg.message_id)
+            if loaded.marker is not None:
+                if loaded.marker.sent:
+                    self.stats.duplicates += 1
+                    return "duplicate"
+                await self._deliver(msg, loaded.marker.replies)
+                self.stats.replies_resent += 1
+                return "resent"
+            state = dialog.load_state(loaded.state) if loaded.state is not None else None
+            transition = dialog.step(state, to_turn(msg), self._clock(), self._settings)
+            extra: dict[str, str] = {}
+            if transition.order is not None:
+                order_id = await self._orders.place(transition.order)
+                extra["order_id"] = str(order_id)
+                self.stats.orders += 1
+                log.info(
+                    "order %s placed for client %s (phone %s, quantity %d)",
+                    order_id, msg.client_id, mask(transition.order.phone), transition.order.quantity,
+                )
+            locale = transition.state.locale
+            replies = tuple(dialog.render(r, locale, **extra) for r in transition.replies)
+            result = await self._store.commit(
+                msg.client_id,
+                msg.message_id,
+                expected_version=loaded.version,
+                state=dialog.dump_state(transition.state),
+                replies=replies,
+            )
+            if result is CommitResult.CONFLICT:
+                log.info("dialog of client %s changed concurrently; running the step again", msg.client_id)
+                continue
+            if result is CommitResult.DUPLICATE:
+                continue  # processed meanwhile: the next load finds its marker
+            step_name = str(transition.state.step)
+            self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
+            await self._deliver(msg, replies)
+            self.stats.processed += 1
+            return "processed"
+        raise TransientError(f"dialog of client {msg.client_id} kept changing under us")
+
+    async def _deliver(self, msg: QueuedMessage, replies: tuple[str, ...]) -> None:
+        """Send replies in order; park the rest in the outbox at the first transient failure."""
+        for i, text in enumerate(replies):
+            if await self._outbox.has_pending(msg.client_id):
+                await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason="earlier replies pending")
+                break
+            try:
+                await self._sender.send(msg.client_id, text)
+            except PermanentError as exc:
+                await self._outbox.dead_letter(msg.client_id, msg.message_id, text, reason=str(exc), attempts=1)
+            except TransientError as exc:
+                await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason=str(exc))
+                break
+        await self._store.mark_sent(msg.message_id)
+
+
+class ShardConsumers:
+    """One consumer task per shard queue; each handles its messages one at a time, in order."""
+
+    def __init__(self, broker: Broker, processor: Processor, *, prefetch: int) -> None:
+        self._broker = broker
+        self._processor = processor
+        self._prefetch = prefetch
+        self._stopping = False
+        self._waiting: set[trio.CancelScope] = set()
+        self.subscribed: set[int] = set()
+
+    @property
+    def stats(self) -> ConsumerStatistics:
+        return self._processor.stats
+
+    def stop_taking(self) -> None:
+        """Stop taking new messages; those being processed finish (see the daemon's deadline)."""
+        self._stopping = True
+        for scope in list(self._waiting):
+            scope.cancel()
+
+    async def serve_shard(self, shard: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        queue = self._broker.topology.shard(shard)
+        started = False
+        backoff = 0.2
+        while not self._stopping:
+            with trio.CancelScope() as wait_scope:
+                self._waiting.add(wait_scope)
+                try:
+                    await self._broker.wait_connected()
+                finally:
+                    self._waiting.discard(wait_scope)
+            if self._stopping:
+                break
+            try:
+                async with self._broker.subscribe(queue, prefetch=self._prefetch) as sub:
+                    self.subscribed.add(shard)
+                    backoff = 0.2
+                    if not started:
+                        started = True
+                        task_status.started()
+                    try:
+                        await self._consume(shard, sub)
+                    finally:
+                        self.subscribed.discard(shard)
+            except TransientError as exc:
+                if self._stopping:
+                    break
+                log.warning("shard %d: %s; resubscribing in %.1fs", shard, exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
+        if not started:
+            task_status.started()
+
+    async def _consume(self, shard: int, sub: Subscription) -> None:
+        while not self._stopping:
+            delivery: Delivery | None = None
+            with trio.CancelScope() as wait_scope:
+                self._waiting.add(wait_scope)
+                try:
+                    delivery = await sub.receive()
+                finally:
+                    self._waiting.discard(wait_scope)
+            if delivery is None:
+                if self._stopping:
+                    return
+                raise TransientError("consumer channel closed")
+            await self._handle(shard, sub, delivery)
+
+    async def _handle(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
+        stats = self._processor.stats
+        try:
+            msg = decode_queued(delivery.body)
+        except InvalidInput as exc:
+            stats.poison += 1
+            log.error("shard %d: dropping malformed message to the DLQ: %s", shard, exc)
+            await sub.nack(delivery, requeue=False)
+            return
+        started = time.perf_counter()
+        backoff = 0.1
+        stats.in_flight += 1
+        try:
+            while True:
+                try:
+                    outcome = await self._processor.process(msg)
+                    break
+                except TransientError as exc:
+                    stats.transient_retries += 1
+                    log.warning(
+                        "shard %d message %s client %s: %s; retrying in %.1fs",
+                        shard, msg.message_id, msg.client_id, exc, backoff,
+                    )
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
+                except Exception:
+                    stats.poison += 1
+                    log.exception(
+                        "shard %d message %s client %s: processing failed; returning it to the queue "
+                        "(dead-lettered after the delivery limit)",
+                        shard, msg.message_id, msg.client_id,
+                    )
+                    await sub.nack(delivery, requeue=True)
+                    return
+            await sub.ack(delivery)
+        finally:
+            stats.in_flight -= 1
+            stats.processing_seconds_total += time.perf_counter() - started
+        log.debug("shard %d message %s client %s: %s", shard, msg.message_id, msg.client_id, outcome)

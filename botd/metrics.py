@@ -1,0 +1,99 @@
+"""Prometheus metrics: live counters of the webhook, and component ``statistics()`` read at scrape.
+
+Each daemon owns its own registry (two daemons in one test process do not collide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from botd import __version__
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _SnapshotCollector(Collector):
+    """Turns the components' statistics into metric families at scrape time."""
+
+    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._source()
+        yield InfoMetricFamily("botd_build", "botd version", value={"version": __version__})
+        if not s:
+            return
+        c = s["consumer"]
+        processed = CounterMetricFamily("botd_messages_processed", "Customer messages processed, by outcome", labels=["outcome"])
+        processed.add_metric(["processed"], c.processed)
+        processed.add_metric(["duplicate"], c.duplicates)
+        processed.add_metric(["resent"], c.replies_resent)
+        processed.add_metric(["poison"], c.poison)
+        yield processed
+        yield CounterMetricFamily("botd_duplicates_suppressed", "Messages already processed (dedupe)", value=c.duplicates)
+        yield CounterMetricFamily("botd_orders_created", "Orders created", value=c.orders)
+        yield CounterMetricFamily("botd_processing_retries", "Transient failures retried while processing", value=c.transient_retries)
+        yield CounterMetricFamily("botd_processing_seconds", "Total time spent processing messages", value=c.processing_seconds_total)
+        yield GaugeMetricFamily("botd_messages_in_flight", "Messages being processed now", value=c.in_flight)
+        transitions = CounterMetricFamily("botd_dialog_transitions", "Dialog steps reached", labels=["step"])
+        for step, n in sorted(c.transitions.items()):
+            transitions.add_metric([step], n)
+        yield transitions
+        snd = s["sender"]
+        sends = CounterMetricFamily("botd_sends", "Chat2Desk sends, by result", labels=["result"])
+        sends.add_metric(["ok"], snd.sent_ok)
+        sends.add_metric(["retried"], snd.retried)
+        sends.add_metric(["failed_transient"], snd.failed_transient)
+        sends.add_metric(["failed_permanent"], snd.failed_permanent)
+        yield sends
+        yield CounterMetricFamily("botd_chat2desk_rate_limited", "Rate-limit answers from Chat2Desk", value=snd.rate_limited)
+        lim = s["limiter"]
+        yield CounterMetricFamily("botd_limiter_wait_seconds", "Time senders waited for the rate limiter", value=lim.total_wait_seconds)
+        yield GaugeMetricFamily("botd_limiter_waiting", "Senders waiting for the rate limiter", value=lim.waiting)
+        ob = s["outbox"]
+        outbox = CounterMetricFamily("botd_outbox_events", "Outbox events", labels=["event"])
+        outbox.add_metric(["parked"], ob.parked)
+        outbox.add_metric(["delivered"], ob.delivered)
+        outbox.add_metric(["retried"], ob.retried)
+        outbox.add_metric(["dead_lettered"], ob.dead_lettered)
+        yield outbox
+        up = GaugeMetricFamily("botd_connection_up", "1 while the connection to a service is up", labels=["service"])
+        for service, ok in s["connections"].items():
+            up.add_metric([service], 1.0 if ok else 0.0)
+        yield up
+
+
+class Metrics:
+    """The daemon's metrics registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "botd_webhook_requests", "Webhook requests, by answer code", ["code"], registry=self.registry
+        )
+        self._latency = Histogram(
+            "botd_webhook_request_duration_seconds", "Webhook answer latency", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self._ignored = Counter("botd_webhook_ignored", "Webhook events ignored on purpose", registry=self.registry)
+        self._source: Callable[[], dict[str, Any]] = dict
+        self.registry.register(_SnapshotCollector(lambda: self._source()))
+
+    def set_source(self, source: Callable[[], dict[str, Any]]) -> None:
+        self._source = source
+
+    def webhook_answered(self, code: int, seconds: float) -> None:
+        self._requests.labels(str(code)).inc()
+        if seconds:
+            self._latency.observe(seconds)
+
+    def ignored(self, reason: str) -> None:
+        self._ignored.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

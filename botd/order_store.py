@@ -1,0 +1,157 @@
+"""PostgreSQL adapter (psycopg 3 async pool on the bridged loop): orders, created exactly once.
+
+:meth:`OrderStore.place` inserts under the dialog's idempotency key with
+``ON CONFLICT DO NOTHING`` and reads the row back in the same statement, so a redelivered
+confirmation finds the order it already created. Only parameters reach the SQL text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import trio
+
+from botd.bridge import AsyncioBridge
+from botd.config import PostgresConfig
+from botd.dialog import OrderDraft
+from botd.errors import PermanentError, TransientError
+from botd.migrate import check_version
+
+log = logging.getLogger("botd.orders")
+
+_PLACE = """
+WITH ins AS (
+    INSERT INTO orders (idempotency_key, client_phone, delivery_address, quantity,
+                        chat2desk_client_id, status, source)
+    VALUES (%(key)s, %(phone)s, %(address)s, %(quantity)s, %(client_id)s, 'new', 'chat2desk')
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM ins
+UNION ALL
+SELECT id FROM orders WHERE idempotency_key = %(key)s
+LIMIT 1
+"""
+
+_FIND = "SELECT id FROM orders WHERE idempotency_key = %(key)s"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStoreStatistics:
+    placed: int
+    pool_size: int
+    pool_available: int
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError):
+        return PermanentError(f"order rejected by the database: {exc.diag.message_primary}")
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return PermanentError("the orders table is missing; run `botd migrate`")
+    if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout | OSError):
+        return TransientError(f"postgres unavailable: {type(exc).__name__}: {exc}")
+    return exc
+
+
+class OrderStore:
+    """Orders in PostgreSQL behind plain Trio methods."""
+
+    def __init__(self, bridge: AsyncioBridge, config: PostgresConfig) -> None:
+        self._bridge = bridge
+        self._config = config
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._placed = 0
+
+    async def _aio_open(self) -> None:
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            self._config.dsn,
+            min_size=self._config.pool_min_size,
+            max_size=self._config.pool_max_size,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            open=False,
+            timeout=10,
+            reconnect_timeout=0,  # keep trying to reconnect for as long as botd runs
+            name="botd",
+        )
+        await pool.open(wait=False)
+        self._pool = pool
+
+    async def _aio_close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _run(self, sql: str, params: dict[str, Any] | None, *, timeout: float) -> Any:
+        async def call() -> Any:
+            pool = self._pool
+            if pool is None:
+                raise TransientError("postgres pool is closed")
+            try:
+                async with pool.connection(timeout=timeout) as conn:
+                    cur = await conn.execute(sql, params)
+                    return await cur.fetchall()
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+        return await self._bridge.run(call)
+
+    def statistics(self) -> OrderStoreStatistics:
+        stats = self._pool.get_stats() if self._pool is not None else {}
+        return OrderStoreStatistics(
+            self._placed, stats.get("pool_size", 0), stats.get("pool_available", 0)
+        )
+
+    async def place(self, draft: OrderDraft, *, timeout: float = 10.0) -> int:
+        """Create the order once; return its id (the same id for every retry of the same key)."""
+        params = {
+            "key": draft.idempotency_key,
+            "phone": draft.phone,
+            "address": draft.address,
+            "quantity": draft.quantity,
+            "client_id": draft.client_id,
+        }
+        rows = await self._run(_PLACE, params, timeout=timeout)
+        if not rows:  # inserted concurrently by a transaction our snapshot did not see
+            rows = await self._run(_FIND, {"key": draft.idempotency_key}, timeout=timeout)
+        if not rows:
+            raise TransientError("order neither inserted nor found; will retry")
+        self._placed += 1
+        return int(rows[0][0])
+
+    async def schema_version(self) -> int | None:
+        rows = await self._run(
+            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL "
+            "ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END",
+            None,
+            timeout=10,
+        )
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    async def check_schema(self) -> None:
+        """Raise SchemaError unless the database is at exactly the schema botd knows."""
+        check_version(await self.schema_version())
+
+    async def ping(self) -> bool:
+        try:
+            with trio.fail_after(2):
+                await self._run("SELECT 1", None, timeout=1.5)
+            return True
+        except (TransientError, trio.TooSlowError):
+            return False
+
+
+@asynccontextmanager
+async def open_order_store(bridge: AsyncioBridge, config: PostgresConfig) -> AsyncIterator[OrderStore]:
+    store = OrderStore(bridge, config)
+    await bridge.run(store._aio_open)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await bridge.run(store._aio_close)

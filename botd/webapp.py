@@ -1,0 +1,165 @@
+"""The HTTP side: the Chat2Desk webhook, health, readiness, version and metrics (DESIGN §6, §8).
+
+The webhook answers ``200 {"status": "queued"}`` only after RabbitMQ confirmed the persistent
+publish; what botd does not act on gets ``200 {"status": "ignored", "reason": …}``; bad requests
+get ``{"status": "error", "reason": …}`` with 400 / 401 / 404 / 405 / 413 / 415, and 503 while the
+broker is unavailable or botd is draining. Nothing is queued unless the answer is "queued".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from botd import __version__
+from botd.config import WebhookConfig
+from botd.errors import InvalidInput, TransientError
+from botd.inbound import Ignored, encode_queued, parse_webhook, shard_of
+from botd.metrics import Metrics
+
+log = logging.getLogger("botd.webhook")
+
+WEBHOOK_PATH = "/webhook/chat2desk"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class WebDeps:
+    """What the web app needs from the daemon, as plain callables (easy to fake in tests)."""
+
+    config: WebhookConfig
+    shards: int
+    publish: Callable[[int, bytes], Awaitable[None]]  # (shard, body); raises TransientError
+    readiness: Callable[[], Awaitable[dict[str, bool]]]
+    is_draining: Callable[[], bool]
+    metrics: Metrics
+
+
+def _answer(status: int, payload: dict[str, str]) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, content_type=JSON)
+
+
+_QUEUED = json.dumps({"status": "queued"})
+
+
+def _error(status: int, reason: str) -> Response:
+    return _answer(status, {"status": "error", "reason": reason})
+
+
+def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    """Constant-time check of a hex HMAC-SHA256 of the raw body (``sha256=`` prefix allowed)."""
+    if not signature:
+        return False
+    signature = signature.strip()
+    if signature.lower().startswith("sha256="):
+        signature = signature[7:]
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.lower())
+
+
+def create_app(deps: WebDeps) -> QuartTrio:
+    app = QuartTrio("botd")
+    cfg = deps.config
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["RESPONSE_TIMEOUT"] = 60
+    metrics = deps.metrics
+
+    def answered(code: int, started: float) -> None:
+        metrics.webhook_answered(code, time.perf_counter() - started)
+
+    async def handle_webhook() -> Response:
+        started = time.perf_counter()
+        if deps.is_draining():
+            answered(503, started)
+            return _error(503, "botd is shutting down; retry later")
+        length = request.content_length
+        if length is not None and length > cfg.max_body_bytes:
+            answered(413, started)
+            return _error(413, f"body larger than {cfg.max_body_bytes} bytes")
+        ctype = (request.mimetype or "").lower()
+        if ctype and ctype != JSON and not ctype.endswith("+json"):
+            answered(415, started)
+            return _error(415, "content type must be application/json")
+        body = await request.get_data(cache=False, as_text=False)
+        if cfg.hmac_secret and not verify_signature(cfg.hmac_secret, body, request.headers.get(cfg.hmac_header)):
+            answered(401, started)
+            return _error(401, f"missing or wrong signature in {cfg.hmac_header}")
+        try:
+            verdict = parse_webhook(body, received_at=time.time())
+        except InvalidInput as exc:
+            answered(400, started)
+            return _error(400, exc.reason)
+        if isinstance(verdict, Ignored):
+            metrics.ignored(verdict.reason)
+            answered(200, started)
+            return _answer(200, {"status": "ignored", "reason": verdict.reason})
+        shard = shard_of(verdict.client_id, deps.shards)
+        try:
+            await deps.publish(shard, encode_queued(verdict))
+        except TransientError as exc:
+            log.warning("webhook message %s not queued: %s", verdict.message_id, exc)
+            answered(503, started)
+            return _error(503, "message broker unavailable; retry later")
+        answered(200, started)
+        return Response(_QUEUED, status=200, content_type=JSON)
+
+    if cfg.path_token:
+        token = cfg.path_token
+
+        @app.route(f"{WEBHOOK_PATH}/<path:given>", methods=["POST"])
+        async def webhook_with_token(given: str) -> Response:
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(404, "not found")
+            return await handle_webhook()
+    else:
+
+        @app.route(WEBHOOK_PATH, methods=["POST"])
+        async def webhook() -> Response:
+            return await handle_webhook()
+
+    @app.route("/health")
+    async def health() -> Response:
+        return _answer(200, {"status": "ok"})
+
+    @app.route("/ready")
+    async def ready() -> Response:
+        parts = await deps.readiness()
+        ok = all(parts.values()) and not deps.is_draining()
+        body = {"status": "ready" if ok else "not ready", **{k: ("up" if v else "down") for k, v in parts.items()}}
+        if deps.is_draining():
+            body["draining"] = "yes"
+        return _answer(200 if ok else 503, body)
+
+    @app.route("/")
+    async def index() -> Response:
+        return _answer(200, {"name": "botd", "version": __version__})
+
+    @app.route("/metrics")
+    async def metrics_page() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, status=200, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if request.path.startswith(WEBHOOK_PATH):
+            metrics.webhook_answered(code, 0.0)
+        reasons = {404: "not found", 405: "method not allowed", 413: f"body larger than {cfg.max_body_bytes} bytes"}
+        return _error(code, reasons.get(code, exc.name.lower()))
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return _error(500, "internal error")
+
+    return app
