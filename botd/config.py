@@ -290,3 +290,44 @@ def field_docs() -> list[tuple[str, str, Any, str, str]]:
 def is_secret(section: str, key: str) -> bool:
     return bool({f.name: f for f in dataclasses.fields(SECTIONS[section])}[key].metadata["secret"])
 
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def render_toml() -> str:
+    """The documented ``config.toml``: every key with its default and help (tests keep it in sync)."""
+    lines = [
+        "# botd configuration. Every key is shown with its default value.",
+        "# Each key can be overridden by the environment as BOTD_<SECTION>_<KEY>, e.g. BOTD_WEBHOOK_PORT=8081.",
+        "# Secrets (the Chat2Desk token, the HMAC secret, the path token) belong in the environment,",
+        "# e.g. the systemd EnvironmentFile, not in this file.",
+        "# Regenerate with: python -m botd.config > config.toml",
+    ]
+    for section, cls in SECTIONS.items():
+        lines += ["", f"[{section}]"]
+        for fld in dataclasses.fields(cls):
+            lines.append(f"# {fld.metadata['help']} (env {env_name(section, fld.name)})")
+            lines.append(f"{fld.name} = {_toml_value(fld.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown_table() -> str:
+    """The README's table of every config key (tests keep it in sync)."""
+    rows = ["| key | default | environment | meaning |", "|---|---|---|---|"]
+    for section, key, default, env, help in field_docs():
+        rows.append(f"| `{section}.{key}` | `{_toml_value(default)}` | `{env}` | {help} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.stdout.write(render_markdown_table() if "--markdown" in sys.argv else render_toml())
