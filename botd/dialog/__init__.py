@@ -1,0 +1,35 @@
+"""The order dialog, sans-IO: ``step(state, turn, now, settings) -> Transition``.
+
+The consumer loads the state (:func:`load_state`), calls :func:`step`, creates the order it
+asks for, stores the new state (:func:`dump_state`) and sends the replies rendered with
+:func:`render`. :func:`validate_messages` checks the message table at start-up.
+"""
+
+from .model import (
+    DialogSettings,
+    DialogState,
+    OrderDraft,
+    Reply,
+    Step,
+    Transition,
+    Turn,
+)
+from .state_codec import STATE_SCHEMA_VERSION, dump_state, load_state
+from .step import step
+from .texts import render, validate_messages
+
+__all__ = [
+    "STATE_SCHEMA_VERSION",
+    "DialogSettings",
+    "DialogState",
+    "OrderDraft",
+    "Reply",
+    "Step",
+    "Transition",
+    "Turn",
+    "dump_state",
+    "load_state",
+    "render",
+    "step",
+    "validate_messages",
+]

@@ -1,0 +1,130 @@
+"""The words the bot says: a message table per locale, loaded from ``messages.toml``.
+
+:data:`REPLY_PARAMS` is the contract between the dialog and the table: every :class:`Reply` key
+the dialog can produce, with the parameters its text uses. :func:`validate_messages` checks the
+table against it (the daemon calls it at start-up), so a missing translation or a misspelled
+placeholder stops botd before the first customer sees a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+
+from .model import Reply
+
+__all__ = ["DEFAULT_LOCALE", "REPLY_PARAMS", "load_messages", "render", "validate_messages"]
+
+DEFAULT_LOCALE = "ru"
+SUPPORTED_LOCALES = ("ru", "ky", "en")
+
+_NONE: frozenset[str] = frozenset()
+_QUANTITY = frozenset({"min", "max"})
+_SUMMARY = frozenset({"address", "phone", "quantity"})
+
+REPLY_PARAMS: Mapping[str, frozenset[str]] = {
+    # Openings (each followed by the first question).
+    "greeting": _NONE,
+    "dialog_expired": _NONE,
+    "restarted": _NONE,
+    "bot_resumed": _NONE,
+    # The questions.
+    "ask_address": _NONE,
+    "ask_phone": _NONE,
+    "ask_quantity": _QUANTITY,
+    "ask_confirmation": _SUMMARY,
+    # Why an answer was not accepted (each followed by the same question again).
+    "address_too_short": frozenset({"min_chars"}),
+    "address_too_long": frozenset({"max_chars"}),
+    "phone_invalid": _NONE,
+    "phone_region_not_allowed": frozenset({"countries"}),
+    "quantity_not_a_number": _NONE,
+    "quantity_not_whole": _NONE,
+    "quantity_out_of_range": _QUANTITY,
+    "confirm_unclear": _NONE,
+    "text_expected": _NONE,
+    # Help for the current question (followed by the question).
+    "help_address": _NONE,
+    "help_phone": _NONE,
+    "help_quantity": _NONE,
+    "help_confirmation": _NONE,
+    "locale_switched": _NONE,
+    # Endings.
+    "order_created": frozenset({"order_id"}),  # order_id is given by the consumer to render()
+    "order_cancelled": _NONE,
+    "nothing_to_cancel": _NONE,
+    "handoff_started": _NONE,
+}
+
+
+@functools.cache
+def load_messages() -> Mapping[str, Mapping[str, str]]:
+    """The message table shipped with botd: ``{locale: {key: template}}``."""
+    text = resources.files("botd.dialog").joinpath("messages.toml").read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
+    table: dict[str, dict[str, str]] = {}
+    for locale, messages in raw.items():
+        if not isinstance(messages, dict):
+            raise ValueError(f"messages.toml: [{locale}] must be a table")
+        table[locale] = {key: str(value) for key, value in messages.items()}
+    return table
+
+
+def render(reply: Reply, locale: str, **extra: str) -> str:
+    """The text of ``reply`` in ``locale`` (unknown locales fall back to Russian).
+
+    ``extra`` supplies parameters only the consumer knows, e.g. ``order_id``. A parameter the
+    text needs but nobody supplied raises ``KeyError`` (a bug, caught by the tests).
+    """
+    table = load_messages()
+    messages = table.get(locale) or table[DEFAULT_LOCALE]
+    values = dict(reply.params)
+    values.update(extra)
+    return messages[reply.key].format_map(values)
+
+
+def validate_messages(messages: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Raise ``ValueError`` naming every missing/unknown key and placeholder mismatch.
+
+    Checks ``messages`` (default: the shipped table) for every supported locale against
+    :data:`REPLY_PARAMS`, so placeholders also agree between locales.
+    """
+    table = load_messages() if messages is None else messages
+    problems: list[str] = []
+    for locale in SUPPORTED_LOCALES:
+        if locale not in table:
+            problems.append(f"locale {locale!r} is missing")
+            continue
+        entries = table[locale]
+        for key in sorted(REPLY_PARAMS.keys() - entries.keys()):
+            problems.append(f"[{locale}] key {key!r} is missing")
+        for key in sorted(entries.keys() - REPLY_PARAMS.keys()):
+            problems.append(f"[{locale}] key {key!r} is unknown")
+        for key in sorted(entries.keys() & REPLY_PARAMS.keys()):
+            problem = _placeholder_problem(entries[key], REPLY_PARAMS[key])
+            if problem:
+                problems.append(f"[{locale}] {key}: {problem}")
+    for locale in sorted(table.keys() - set(SUPPORTED_LOCALES)):
+        problems.append(f"locale {locale!r} is not supported")
+    if problems:
+        raise ValueError("message table is inconsistent: " + "; ".join(problems))
+
+
+def _placeholder_problem(template: str, expected: frozenset[str]) -> str | None:
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as error:
+        return f"malformed template ({error})"
+    names = {name for name, _, _ in fields}
+    if any(not name.isidentifier() or spec or conversion for name, spec, conversion in fields):
+        return "placeholders must be plain names like {name}"
+    if names != expected:
+        return f"placeholders {sorted(names)} differ from the expected {sorted(expected)}"
+    return None
