@@ -12,11 +12,13 @@ The only module besides :mod:`botd.bridge` that sees aiormq; every aiormq error 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
@@ -64,6 +66,17 @@ class Delivery:
     delivery_tag: int
     redelivered: bool
     headers: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Browsed:
+    """A message fetched (not yet acked) from a queue by :meth:`Broker.browse`."""
+
+    id: str
+    body: bytes
+    headers: dict[str, Any]
+    delivery_tag: int
+    timestamp: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +139,14 @@ class Broker:
         await self._connected.wait()
 
     def statistics(self) -> BrokerStatistics:
-        return BrokerStatistics(self.connected, self._opened, self._published, self._publish_failures)
+        return BrokerStatistics(
+            self.connected, self._opened, self._published, self._publish_failures
+        )
 
     async def _aio_connect(self) -> None:
-        connection = await aiormq.connect(self._config.url, client_properties={"connection_name": "botd"})
+        connection = await aiormq.connect(
+            self._config.url, client_properties={"connection_name": "botd"}
+        )
         try:
             channel = await connection.channel(publisher_confirms=True)
             await self._aio_declare(channel)
@@ -141,9 +158,9 @@ class Broker:
 
     async def _aio_declare(self, channel: aiormq.abc.AbstractChannel) -> None:
         t = self.topology
-        quorum = {"x-queue-type": "quorum"}
+        quorum: dict[str, Any] = {"x-queue-type": "quorum"}
         await channel.queue_declare(t.dlq, durable=True, arguments=quorum)
-        dead_letter = {
+        dead_letter: dict[str, Any] = {
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": t.dlq,
             "x-dead-letter-strategy": "at-least-once",
@@ -164,7 +181,12 @@ class Broker:
         await channel.queue_declare(
             t.outbox,
             durable=True,
-            arguments={**quorum, **dead_letter, "x-single-active-consumer": True, "x-message-ttl": OUTBOX_TTL_MS},
+            arguments={
+                **quorum,
+                **dead_letter,
+                "x-single-active-consumer": True,
+                "x-message-ttl": OUTBOX_TTL_MS,
+            },
         )
         for seconds in self._wait_tiers:
             await channel.queue_declare(
@@ -238,14 +260,19 @@ class Broker:
                 body,
                 routing_key=queue,
                 properties=aiormq.spec.Basic.Properties(
-                    delivery_mode=2, content_type="application/json", headers=headers
+                    delivery_mode=2,
+                    content_type="application/json",
+                    headers=headers,
+                    timestamp=datetime.now(UTC),
                 ),
                 mandatory=True,
             )
         except Exception as exc:
             raise _translate(exc) from exc
         if not isinstance(confirmation, Basic.Ack):
-            raise TransientError(f"broker did not confirm the publish ({type(confirmation).__name__})")
+            raise TransientError(
+                f"broker did not confirm the publish ({type(confirmation).__name__})"
+            )
 
     async def publish(
         self, queue: str, body: bytes, *, timeout: float, headers: dict[str, Any] | None = None
@@ -271,7 +298,12 @@ class Broker:
     # ---- administration -------------------------------------------------------------------
     def queue_names(self) -> list[str]:
         t = self.topology
-        return [*(t.shard(i) for i in range(t.shards)), t.outbox, *(t.outbox_wait(s) for s in self._wait_tiers), t.dlq]
+        return [
+            *(t.shard(i) for i in range(t.shards)),
+            t.outbox,
+            *(t.outbox_wait(s) for s in self._wait_tiers),
+            t.dlq,
+        ]
 
     async def _on_temp_channel(self, fn: Any) -> Any:
         connection = self._connection
@@ -288,7 +320,7 @@ class Broker:
             raise _translate(exc) from exc
 
     async def queue_depth(self, queue: str) -> int:
-        """Messages ready in ``queue`` (a passive declare: exact at once, even for quorum queues)."""
+        """Messages ready in ``queue`` (a passive declare: exact at once, even for quorum)."""
 
         async def depth(channel: aiormq.abc.AbstractChannel) -> int:
             ok = await channel.queue_declare(queue, passive=True)
@@ -305,6 +337,50 @@ class Broker:
 
         await self._bridge.run(self._on_temp_channel, delete)
 
+    @asynccontextmanager
+    async def browse(self, queue: str, *, limit: int) -> AsyncIterator[Browser]:
+        """Fetch up to ``limit`` messages without acking them; unacked ones return on exit."""
+
+        async def fetch() -> tuple[aiormq.abc.AbstractChannel, list[Browsed]]:
+            connection = self._connection
+            if connection is None or connection.is_closed:
+                raise TransientError("broker not connected")
+            try:
+                channel = await connection.channel(publisher_confirms=False)
+                found: list[Browsed] = []
+                while len(found) < limit:
+                    msg = await channel.basic_get(queue, no_ack=False)
+                    if not isinstance(msg.delivery, aiormq.spec.Basic.GetOk):
+                        break
+                    props = msg.header.properties
+                    stamp = props.timestamp.timestamp() if props.timestamp else None
+                    found.append(
+                        Browsed(
+                            str(props.message_id or ""),
+                            msg.body,
+                            dict(props.headers or {}),
+                            msg.delivery.delivery_tag or 0,
+                            stamp,
+                        )
+                    )
+            except Exception as exc:
+                raise _translate(exc) from exc
+            return channel, found
+
+        channel, found = await self._bridge.run(fetch)
+        try:
+            yield Browser(self._bridge, channel, found)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self._bridge.run(_close_channel, channel)
+
+    async def purge(self, queue: str) -> int:
+        async def purge(channel: aiormq.abc.AbstractChannel) -> int:
+            ok = await channel.queue_purge(queue)
+            return int(ok.message_count or 0)
+
+        return int(await self._bridge.run(self._on_temp_channel, purge))
+
     # ---- consuming ------------------------------------------------------------------------
     @asynccontextmanager
     async def subscribe(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
@@ -313,15 +389,17 @@ class Broker:
         token = trio.lowlevel.current_trio_token()
 
         def deliver(item: Delivery) -> None:
-            try:
+            # Once the subscription is closed the broker redelivers whatever was not acked.
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 send.send_nowait(item)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass  # subscription closed; the broker redelivers unacked messages
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             d = message.delivery
+            assert isinstance(d, aiormq.spec.Basic.Deliver)
             props = message.header.properties
-            item = Delivery(message.body, d.delivery_tag or 0, bool(d.redelivered), dict(props.headers or {}))
+            item = Delivery(
+                message.body, d.delivery_tag or 0, bool(d.redelivered), dict(props.headers or {})
+            )
             token.run_sync_soon(deliver, item)
 
         async def open_channel() -> aiormq.abc.AbstractChannel:
@@ -353,6 +431,26 @@ async def _close_channel(channel: aiormq.abc.AbstractChannel) -> None:
             await channel.close()
         except Exception as exc:  # closing a channel whose connection is gone
             log.debug("closing channel: %s", exc)
+
+
+class Browser:
+    """Messages fetched by :meth:`Broker.browse`; ack the ones dealt with."""
+
+    def __init__(
+        self, bridge: AsyncioBridge, channel: aiormq.abc.AbstractChannel, messages: list[Browsed]
+    ) -> None:
+        self._bridge = bridge
+        self._channel = channel
+        self.messages = messages
+
+    async def ack(self, message: Browsed) -> None:
+        async def ack() -> None:
+            try:
+                await self._channel.basic_ack(message.delivery_tag)
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+        await self._bridge.run(ack)
 
 
 class Subscription:

@@ -57,7 +57,9 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, min(parsedate_to_datetime(value).timestamp() - time.time(), MAX_RATE_LIMIT_PAUSE))
+        return max(
+            0.0, min(parsedate_to_datetime(value).timestamp() - time.time(), MAX_RATE_LIMIT_PAUSE)
+        )
     except (TypeError, ValueError):
         return None
 
@@ -96,9 +98,13 @@ class ChatApi:
         if response.status_code >= 500:
             raise TransientError(f"chat2desk answered {response.status_code}")
         if response.status_code >= 400:
-            raise PermanentError(f"chat2desk answered {response.status_code}: {message or response.text[:200]}")
+            raise PermanentError(
+                f"chat2desk answered {response.status_code}: {message or response.text[:200]}"
+            )
         if not isinstance(payload, dict) or payload.get("status") != "success":
-            raise TransientError(f"chat2desk answered {response.status_code} without success: {message!r}")
+            raise TransientError(
+                f"chat2desk answered {response.status_code} without success: {message!r}"
+            )
         data = payload.get("data")
         mid = data.get("message_id") if isinstance(data, dict) else None
         return "" if mid is None else str(mid)
@@ -118,7 +124,9 @@ class Sender:
         return self._limiter
 
     def statistics(self) -> SendStatistics:
-        return SendStatistics(self._ok, self._retried, self._failed_t, self._failed_p, self._limited)
+        return SendStatistics(
+            self._ok, self._retried, self._failed_t, self._failed_p, self._limited
+        )
 
     async def send_once(self, client_id: str, text: str) -> str:
         """One rate-limited attempt; a rate-limit answer pauses every sender."""
@@ -127,7 +135,9 @@ class Sender:
             with trio.fail_after(self._config.timeout_seconds):
                 mid = await self._api.send_message(client_id, text)
         except trio.TooSlowError:
-            raise TransientError(f"chat2desk did not answer within {self._config.timeout_seconds}s") from None
+            raise TransientError(
+                f"chat2desk did not answer within {self._config.timeout_seconds}s"
+            ) from None
         except RateLimited as exc:
             self._limited += 1
             pause = exc.retry_after if exc.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
@@ -154,7 +164,14 @@ class Sender:
                     raise
                 self._retried += 1
                 delay = 2.0 ** (attempt - 1) * random.uniform(0.75, 1.25)
-                log.info("send to client %s failed (%s); attempt %d/%d in %.1fs", client_id, exc, attempt + 1, attempts, delay)
+                log.info(
+                    "send to client %s failed (%s); attempt %d/%d in %.1fs",
+                    client_id,
+                    exc,
+                    attempt + 1,
+                    attempts,
+                    delay,
+                )
                 await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

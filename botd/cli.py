@@ -30,21 +30,29 @@ def _default_config() -> str:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", default=argparse.SUPPRESS, metavar="PATH",
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
         help="config file (default ./config.toml or $BOTD_CONFIG; missing file = defaults)",
     )
-    parser = argparse.ArgumentParser(prog="botd", description="Order-taking chat bot daemon for Chat2Desk.", parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="botd", description="Order-taking chat bot daemon for Chat2Desk.", parents=[common]
+    )
     parser.add_argument("--version", action="version", version=f"botd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the PostgreSQL schema")
-    sub.add_parser("check-config", parents=[common], help="print the effective config (secrets masked)")
+    sub.add_parser(
+        "check-config", parents=[common], help="print the effective config (secrets masked)"
+    )
     dlq = sub.add_parser("dlq", parents=[common], help="inspect and repair the dead-letter queue")
     dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dsub.add_parser("list", parents=[common], help="list dead-lettered messages")
     show = dsub.add_parser("show", parents=[common], help="print one message whole")
     show.add_argument("id")
-    replay = dsub.add_parser("replay", parents=[common], help="put messages back for processing/sending")
+    replay = dsub.add_parser(
+        "replay", parents=[common], help="put messages back for processing/sending"
+    )
     group = replay.add_mutually_exclusive_group(required=True)
     group.add_argument("id", nargs="?")
     group.add_argument("--all", action="store_true")
@@ -57,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Config:
     path = getattr(args, "config", None) or _default_config()
     if getattr(args, "config", None) and not os.path.exists(path):
-        raise ConfigError([f"--config {path}: no such file; fix the path or leave --config out for defaults"])
+        raise ConfigError(
+            [f"--config {path}: no such file; fix the path or leave --config out for defaults"]
+        )
     return load_config(path)
 
 
@@ -90,15 +100,15 @@ def _cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_dlq(config: Config, args: argparse.Namespace) -> int:
-    from botd import dlq_cli
+    from botd.dlq_cli import main as dlq_main
 
-    return dlq_cli.main(config, args)
+    return dlq_main(config, args)
 
 
 def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
-    from botd import chat_cli
+    from botd.chat_cli import main as chat_main
 
-    return chat_cli.main(config)
+    return chat_main(config)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {

@@ -25,7 +25,13 @@ ENV_PREFIX = "BOTD_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _f(default: Any, help: str, *, secret: bool = False, check: Callable[[Any], str | None] | None = None) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    secret: bool = False,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
     return field(default=default, metadata={"help": help, "secret": secret, "check": check})
 
 
@@ -68,71 +74,155 @@ def _path_token(v: Any) -> str | None:
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     host: str = _f("127.0.0.1", "Address the webhook server listens on.")
-    port: int = _f(8080, "TCP port of the webhook server (0 picks a free one).", check=_range(0, 65535))
-    max_body_bytes: int = _f(65536, "Largest webhook body accepted; larger gets 413.", check=_range(256, 16 * 1024 * 1024))
-    hmac_secret: str = _f("", "Shared secret for the HMAC-SHA256 body signature; empty turns the check off.", secret=True)
-    hmac_header: str = _f("X-Chat2Desk-Signature", "Header carrying the hex HMAC-SHA256 of the raw body.")
-    path_token: str = _f("", "Secret path segment: the webhook is then /webhook/chat2desk/<token>; empty turns it off.", secret=True, check=_path_token)
-    publish_timeout_seconds: float = _f(5.0, "How long a webhook waits for the broker's confirm before answering 503.", check=_range(0.1, 60))
+    port: int = _f(
+        8080, "TCP port of the webhook server (0 picks a free one).", check=_range(0, 65535)
+    )
+    max_body_bytes: int = _f(
+        65536,
+        "Largest webhook body accepted; larger gets 413.",
+        check=_range(256, 16 * 1024 * 1024),
+    )
+    hmac_secret: str = _f(
+        "",
+        "Shared secret for the HMAC-SHA256 body signature; empty turns the check off.",
+        secret=True,
+    )
+    hmac_header: str = _f(
+        "X-Chat2Desk-Signature", "Header carrying the hex HMAC-SHA256 of the raw body."
+    )
+    path_token: str = _f(
+        "",
+        "Secret path segment: the webhook is then /webhook/chat2desk/<token>; empty turns it off.",
+        secret=True,
+        check=_path_token,
+    )
+    publish_timeout_seconds: float = _f(
+        5.0,
+        "How long a webhook waits for the broker's confirm before answering 503.",
+        check=_range(0.1, 60),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Chat2DeskConfig:
-    base_url: str = _f("https://api.chat2desk.com/v1", "Chat2Desk API base URL (replies go to {base_url}/messages).", check=_url("http", "https"))
-    token: str = _f("", "Chat2Desk API token; set it through BOTD_CHAT2DESK_TOKEN, not in the file.", secret=True)
+    base_url: str = _f(
+        "https://api.chat2desk.com/v1",
+        "Chat2Desk API base URL (replies go to {base_url}/messages).",
+        check=_url("http", "https"),
+    )
+    token: str = _f(
+        "",
+        "Chat2Desk API token; set it through BOTD_CHAT2DESK_TOKEN, not in the file.",
+        secret=True,
+    )
     timeout_seconds: float = _f(10.0, "Timeout of one API call.", check=_range(0.1, 120))
-    requests_per_minute: int = _f(300, "Chat2Desk API calls allowed per minute (token bucket).", check=_range(1, 100000))
-    burst: int = _f(5, "Calls that may go out back to back before the per-minute rate applies.", check=_range(1, 10000))
-    attempts: int = _f(3, "Attempts of one send (1 s / 2 s / 4 s apart) before it goes to the outbox.", check=_range(1, 10))
+    requests_per_minute: int = _f(
+        300, "Chat2Desk API calls allowed per minute (token bucket).", check=_range(1, 100000)
+    )
+    burst: int = _f(
+        5,
+        "Calls that may go out back to back before the per-minute rate applies.",
+        check=_range(1, 10000),
+    )
+    attempts: int = _f(
+        3,
+        "Attempts of one send (1 s / 2 s / 4 s apart) before it goes to the outbox.",
+        check=_range(1, 10),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RabbitmqConfig:
-    url: str = _f("amqp://guest:guest@127.0.0.1:5672/%2F", "AMQP URL of RabbitMQ.", secret=False, check=_url("amqp", "amqps"))
+    url: str = _f(
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "AMQP URL of RabbitMQ.",
+        secret=False,
+        check=_url("amqp", "amqps"),
+    )
     queue_prefix: str = _f("botd", "Prefix of every queue botd declares.", check=_prefix)
-    shards: int = _f(8, "Number of shard queues; a customer's messages always go to the same shard.", check=_range(1, 256))
-    prefetch: int = _f(100, "Unacknowledged messages the broker may push to one shard consumer.", check=_range(1, 10000))
-    delivery_limit: int = _f(5, "Deliveries of one message before it is dead-lettered as poison.", check=_range(1, 1000))
-    reconnect_max_seconds: float = _f(10.0, "Longest wait between reconnection attempts.", check=_range(0.1, 300))
+    shards: int = _f(
+        8,
+        "Number of shard queues; a customer's messages always go to the same shard.",
+        check=_range(1, 256),
+    )
+    prefetch: int = _f(
+        100,
+        "Unacknowledged messages the broker may push to one shard consumer.",
+        check=_range(1, 10000),
+    )
+    delivery_limit: int = _f(
+        5, "Deliveries of one message before it is dead-lettered as poison.", check=_range(1, 1000)
+    )
+    reconnect_max_seconds: float = _f(
+        10.0, "Longest wait between reconnection attempts.", check=_range(0.1, 300)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = _f("redis://127.0.0.1:6379/0", "Redis URL.", check=_url("redis", "rediss", "unix"))
     key_prefix: str = _f("botd:", "Prefix of every Redis key botd writes.", check=_prefix)
-    dedupe_ttl_seconds: int = _f(172800, "How long a processed message_id is remembered (≥ 24 h).", check=_range(86400, 30 * 86400))
+    dedupe_ttl_seconds: int = _f(
+        172800,
+        "How long a processed message_id is remembered (≥ 24 h).",
+        check=_range(86400, 30 * 86400),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class PostgresConfig:
-    dsn: str = _f("postgresql://postgres@127.0.0.1:5432/botd", "PostgreSQL connection string.", check=_url("postgresql", "postgres"))
+    dsn: str = _f(
+        "postgresql://postgres@127.0.0.1:5432/botd",
+        "PostgreSQL connection string.",
+        check=_url("postgresql", "postgres"),
+    )
     pool_min_size: int = _f(1, "Connections kept open.", check=_range(1, 100))
     pool_max_size: int = _f(4, "Most connections opened.", check=_range(1, 100))
 
 
 @dataclass(frozen=True, slots=True)
 class DialogConfig:
-    default_region: str = _f("KG", "Region for phone numbers written without a country code (ISO 3166, e.g. KG).")
-    allowed_regions: tuple[str, ...] = _f((), "Countries whose phone numbers are accepted; empty accepts any.")
-    state_ttl_seconds: int = _f(86400, "How long an unfinished dialog is kept.", check=_range(60, 30 * 86400))
-    default_locale: str = _f("ru", "Language of replies when the customer's cannot be told.", check=_one_of("ru", "ky", "en"))
+    default_region: str = _f(
+        "KG", "Region for phone numbers written without a country code (ISO 3166, e.g. KG)."
+    )
+    allowed_regions: tuple[str, ...] = _f(
+        (), "Countries whose phone numbers are accepted; empty accepts any."
+    )
+    state_ttl_seconds: int = _f(
+        86400, "How long an unfinished dialog is kept.", check=_range(60, 30 * 86400)
+    )
+    default_locale: str = _f(
+        "ru",
+        "Language of replies when the customer's cannot be told.",
+        check=_one_of("ru", "ky", "en"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    max_attempts: int = _f(50, "Outbox attempts of a reply before it moves to the DLQ.", check=_range(1, 1000))
-    max_backoff_seconds: int = _f(300, "Longest wait between outbox attempts.", check=_range(1, 86400))
+    max_attempts: int = _f(
+        50, "Outbox attempts of a reply before it moves to the DLQ.", check=_range(1, 1000)
+    )
+    max_backoff_seconds: int = _f(
+        300, "Longest wait between outbox attempts.", check=_range(1, 86400)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    shutdown_timeout_seconds: float = _f(10.0, "On SIGTERM, how long in-flight messages may take to finish.", check=_range(0, 600))
+    shutdown_timeout_seconds: float = _f(
+        10.0, "On SIGTERM, how long in-flight messages may take to finish.", check=_range(0, 600)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = _f("INFO", "Log level.", check=_one_of(*LOG_LEVELS))
-    format: str = _f("text", "'text' for people, 'json' for machines (one JSON object per line).", check=_one_of("text", "json"))
+    format: str = _f(
+        "text",
+        "'text' for people, 'json' for machines (one JSON object per line).",
+        check=_one_of("text", "json"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +253,11 @@ def _coerce(value: Any, hint: Any, *, from_env: bool) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         raise ValueError("must be true or false")
     if hint is int:
@@ -205,7 +299,9 @@ def _shown(value: Any, secret: bool) -> str:
     return "'***'" if secret and value else repr(value)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read the TOML file (if it exists) and the environment; raise ConfigError on any problem."""
     env = os.environ if env is None else env
     problems: list[str] = []
@@ -225,15 +321,25 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             problems.append(f"[{section}]: must be a table")
     known_env = {env_name(s, k) for s, hints in _HINTS.items() for k in hints}
     for name in env:
-        if name.startswith(ENV_PREFIX) and name not in known_env and name != "BOTD_CONFIG" and not name.startswith("BOTD_TEST_"):
-            problems.append(f"{name}: unknown environment variable; known ones are BOTD_<SECTION>_<KEY>, e.g. BOTD_WEBHOOK_PORT")
+        if (
+            name.startswith(ENV_PREFIX)
+            and name not in known_env
+            and name != "BOTD_CONFIG"
+            and not name.startswith("BOTD_TEST_")
+        ):
+            problems.append(
+                f"{name}: unknown environment variable; "
+                "known ones are BOTD_<SECTION>_<KEY>, e.g. BOTD_WEBHOOK_PORT"
+            )
 
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         table = raw.get(section, {}) if isinstance(raw.get(section, {}), dict) else {}
         for key in table:
             if key not in _HINTS[section]:
-                problems.append(f"[{section}] {key}: unknown key; known: {', '.join(_HINTS[section])}")
+                problems.append(
+                    f"[{section}] {key}: unknown key; known: {', '.join(_HINTS[section])}"
+                )
         values: dict[str, Any] = {}
         for fld in dataclasses.fields(cls):
             hint = _HINTS[section][fld.name]
@@ -248,12 +354,16 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             try:
                 value = _coerce(value, hint, from_env=from_env)
             except ValueError as exc:
-                problems.append(f"{origin} = {_shown(value, secret)}: {exc}; default is {fld.default!r}")
+                problems.append(
+                    f"{origin} = {_shown(value, secret)}: {exc}; default is {fld.default!r}"
+                )
                 continue
             check = fld.metadata["check"]
             reason = check(value) if check else None
             if reason:
-                problems.append(f"{origin} = {_shown(value, secret)}: {reason}; default is {fld.default!r}")
+                problems.append(
+                    f"{origin} = {_shown(value, secret)}: {reason}; default is {fld.default!r}"
+                )
                 continue
             values[fld.name] = value
         sections[section] = cls(**values)
@@ -261,7 +371,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raise ConfigError(problems)
     config = Config(**sections)
     if config.postgres.pool_min_size > config.postgres.pool_max_size:
-        raise ConfigError(["[postgres] pool_min_size: must not exceed pool_max_size; lower it or raise pool_max_size"])
+        raise ConfigError(
+            [
+                "[postgres] pool_min_size: must not exceed pool_max_size; "
+                "lower it or raise pool_max_size"
+            ]
+        )
     return config
 
 
@@ -273,7 +388,13 @@ def describe(config: Config) -> list[tuple[str, str, str, str, str]]:
         for fld in dataclasses.fields(cls):
             secret = fld.metadata["secret"]
             rows.append(
-                (section, fld.name, _shown(getattr(current, fld.name), secret), repr(fld.default), fld.metadata["help"])
+                (
+                    section,
+                    fld.name,
+                    _shown(getattr(current, fld.name), secret),
+                    repr(fld.default),
+                    fld.metadata["help"],
+                )
             )
     return rows
 
@@ -291,7 +412,6 @@ def is_secret(section: str, key: str) -> bool:
     return bool({f.name: f for f in dataclasses.fields(SECTIONS[section])}[key].metadata["secret"])
 
 
-
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -303,11 +423,13 @@ def _toml_value(value: Any) -> str:
 
 
 def render_toml() -> str:
-    """The documented ``config.toml``: every key with its default and help (tests keep it in sync)."""
+    """The documented ``config.toml``: every key, its default and help (tests keep it in sync)."""
     lines = [
         "# botd configuration. Every key is shown with its default value.",
-        "# Each key can be overridden by the environment as BOTD_<SECTION>_<KEY>, e.g. BOTD_WEBHOOK_PORT=8081.",
-        "# Secrets (the Chat2Desk token, the HMAC secret, the path token) belong in the environment,",
+        "# Each key can be overridden by the environment as BOTD_<SECTION>_<KEY>,",
+        "# e.g. BOTD_WEBHOOK_PORT=8081.",
+        "# Secrets (the Chat2Desk token, the HMAC secret, the path token) belong in the",
+        "# environment,",
         "# e.g. the systemd EnvironmentFile, not in this file.",
         "# Regenerate with: python -m botd.config > config.toml",
     ]

@@ -107,7 +107,10 @@ class Processor:
                 self.stats.orders += 1
                 log.info(
                     "order %s placed for client %s (phone %s, quantity %d)",
-                    order_id, msg.client_id, mask(transition.order.phone), transition.order.quantity,
+                    order_id,
+                    msg.client_id,
+                    mask(transition.order.phone),
+                    transition.order.quantity,
                 )
             locale = transition.state.locale
             replies = tuple(dialog.render(r, locale, **extra) for r in transition.replies)
@@ -119,7 +122,10 @@ class Processor:
                 replies=replies,
             )
             if result is CommitResult.CONFLICT:
-                log.info("dialog of client %s changed concurrently; running the step again", msg.client_id)
+                log.info(
+                    "dialog of client %s changed concurrently; running the step again",
+                    msg.client_id,
+                )
                 continue
             if result is CommitResult.DUPLICATE:
                 continue  # processed meanwhile: the next load finds its marker
@@ -134,12 +140,16 @@ class Processor:
         """Send replies in order; park the rest in the outbox at the first transient failure."""
         for i, text in enumerate(replies):
             if await self._outbox.has_pending(msg.client_id):
-                await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason="earlier replies pending")
+                await self._outbox.park(
+                    msg.client_id, msg.message_id, replies[i:], reason="earlier replies pending"
+                )
                 break
             try:
                 await self._sender.send(msg.client_id, text)
             except PermanentError as exc:
-                await self._outbox.dead_letter(msg.client_id, msg.message_id, text, reason=str(exc), attempts=1)
+                await self._outbox.dead_letter(
+                    msg.client_id, msg.message_id, text, reason=str(exc), attempts=1
+                )
             except TransientError as exc:
                 await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason=str(exc))
                 break
@@ -155,7 +165,14 @@ class ShardConsumers:
         self._prefetch = prefetch
         self._stopping = False
         self._waiting: set[trio.CancelScope] = set()
+        self._progress = trio.Event()
         self.subscribed: set[int] = set()
+        self.handled = 0  # deliveries finished (acked or nacked)
+
+    async def wait_handled(self, count: int) -> None:
+        """Wait until at least ``count`` deliveries were finished (for tools and tests)."""
+        while self.handled < count:
+            await self._progress.wait()
 
     @property
     def stats(self) -> ConsumerStatistics:
@@ -167,7 +184,9 @@ class ShardConsumers:
         for scope in list(self._waiting):
             scope.cancel()
 
-    async def serve_shard(self, shard: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_shard(
+        self, shard: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         queue = self._broker.topology.shard(shard)
         started = False
         backoff = 0.2
@@ -216,6 +235,14 @@ class ShardConsumers:
             await self._handle(shard, sub, delivery)
 
     async def _handle(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
+        try:
+            await self._process_delivery(shard, sub, delivery)
+        finally:
+            self.handled += 1
+            self._progress.set()
+            self._progress = trio.Event()
+
+    async def _process_delivery(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
         stats = self._processor.stats
         try:
             msg = decode_queued(delivery.body)
@@ -236,16 +263,22 @@ class ShardConsumers:
                     stats.transient_retries += 1
                     log.warning(
                         "shard %d message %s client %s: %s; retrying in %.1fs",
-                        shard, msg.message_id, msg.client_id, exc, backoff,
+                        shard,
+                        msg.message_id,
+                        msg.client_id,
+                        exc,
+                        backoff,
                     )
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
                 except Exception:
                     stats.poison += 1
                     log.exception(
-                        "shard %d message %s client %s: processing failed; returning it to the queue "
+                        "shard %d message %s client %s: processing failed; back to the queue "
                         "(dead-lettered after the delivery limit)",
-                        shard, msg.message_id, msg.client_id,
+                        shard,
+                        msg.message_id,
+                        msg.client_id,
                     )
                     await sub.nack(delivery, requeue=True)
                     return
@@ -253,4 +286,6 @@ class ShardConsumers:
         finally:
             stats.in_flight -= 1
             stats.processing_seconds_total += time.perf_counter() - started
-        log.debug("shard %d message %s client %s: %s", shard, msg.message_id, msg.client_id, outcome)
+        log.debug(
+            "shard %d message %s client %s: %s", shard, msg.message_id, msg.client_id, outcome
+        )

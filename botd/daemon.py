@@ -81,9 +81,11 @@ async def _check_schema(orders: OrderStore) -> None:
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     host = config.webhook.host
-    hc.bind = [f"[{host}]:{config.webhook.port}" if ":" in host else f"{host}:{config.webhook.port}"]
+    hc.bind = [
+        f"[{host}]:{config.webhook.port}" if ":" in host else f"{host}:{config.webhook.port}"
+    ]
     hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
+    hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
     hc.keep_alive_timeout = 75.0
     hc.h11_max_incomplete_size = 16 * 1024
@@ -105,7 +107,9 @@ async def serve(
     async with (
         open_bridge() as bridge,
         open_order_store(bridge, config.postgres) as orders,
-        open_state_store(bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds) as store,
+        open_state_store(
+            bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds
+        ) as store,
         open_broker(bridge, config.rabbitmq, wait_tiers=tiers) as broker,
         open_chat_api(config.chat2desk) as api,
     ):
@@ -113,9 +117,14 @@ async def serve(
         limiter = TokenBucket(config.chat2desk.requests_per_minute, config.chat2desk.burst)
         sender = Sender(api, limiter, config.chat2desk)
         outbox = Outbox(
-            broker, store, max_attempts=config.outbox.max_attempts, max_backoff_seconds=config.outbox.max_backoff_seconds
+            broker,
+            store,
+            max_attempts=config.outbox.max_attempts,
+            max_backoff_seconds=config.outbox.max_backoff_seconds,
         )
-        processor = Processor(store=store, orders=orders, sender=sender, outbox=outbox, settings=settings_of(config))
+        processor = Processor(
+            store=store, orders=orders, sender=sender, outbox=outbox, settings=settings_of(config)
+        )
         consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
         retrier = OutboxRetrier(broker, outbox, store, sender)
         shards = config.rabbitmq.shards
@@ -131,7 +140,9 @@ async def serve(
             }
 
         async def publish(shard: int, body: bytes) -> None:
-            await broker.publish(broker.topology.shard(shard), body, timeout=config.webhook.publish_timeout_seconds)
+            await broker.publish(
+                broker.topology.shard(shard), body, timeout=config.webhook.publish_timeout_seconds
+            )
 
         metrics.set_source(
             lambda: {
@@ -158,7 +169,9 @@ async def serve(
             consumers_done = trio.Event()
             consumer_scope = trio.CancelScope()
 
-            async def run_consumers(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async def run_consumers(
+                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+            ) -> None:
                 try:
                     with consumer_scope:
                         async with trio.open_nursery() as cn:
@@ -172,20 +185,33 @@ async def serve(
             await nursery.start(run_consumers)
             binds = await nursery.start(
                 lambda task_status: hypercorn.trio.serve(
-                    app, _hypercorn_config(config), shutdown_trigger=server_stop.wait, task_status=task_status
+                    app,
+                    _hypercorn_config(config),
+                    shutdown_trigger=server_stop.wait,
+                    task_status=task_status,
                 )
             )
             url = binds[0]
             running = Running(
-                url=url, broker=broker, store=store, orders=orders, consumers=consumers,
-                outbox=outbox, sender=sender, metrics=metrics, stop=stop.set,
+                url=url,
+                broker=broker,
+                store=store,
+                orders=orders,
+                consumers=consumers,
+                outbox=outbox,
+                sender=sender,
+                metrics=metrics,
+                stop=stop.set,
             )
             log.info("botd ready on %s (%d shards)", url, shards)
             systemd.notify(f"READY=1\nSTATUS=ready: {shards} shards, webhook {url}")
             task_status.started(running)
 
             await stop.wait()
-            log.info("stopping: draining in-flight messages (up to %ss)", config.daemon.shutdown_timeout_seconds)
+            log.info(
+                "stopping: draining in-flight messages (up to %ss)",
+                config.daemon.shutdown_timeout_seconds,
+            )
             systemd.notify("STOPPING=1\nSTATUS=draining")
             draining = running.draining = True
             consumers.stop_taking()
@@ -193,7 +219,9 @@ async def serve(
             with trio.move_on_after(config.daemon.shutdown_timeout_seconds):
                 await consumers_done.wait()
             if not consumers_done.is_set():
-                log.warning("drain deadline passed; unfinished messages stay unacked for redelivery")
+                log.warning(
+                    "drain deadline passed; unfinished messages stay unacked for redelivery"
+                )
             consumer_scope.cancel()
             server_stop.set()
             await consumers_done.wait()

@@ -30,18 +30,34 @@ class _SnapshotCollector(Collector):
         if not s:
             return
         c = s["consumer"]
-        processed = CounterMetricFamily("botd_messages_processed", "Customer messages processed, by outcome", labels=["outcome"])
+        processed = CounterMetricFamily(
+            "botd_messages_processed", "Customer messages processed, by outcome", labels=["outcome"]
+        )
         processed.add_metric(["processed"], c.processed)
         processed.add_metric(["duplicate"], c.duplicates)
         processed.add_metric(["resent"], c.replies_resent)
         processed.add_metric(["poison"], c.poison)
         yield processed
-        yield CounterMetricFamily("botd_duplicates_suppressed", "Messages already processed (dedupe)", value=c.duplicates)
+        yield CounterMetricFamily(
+            "botd_duplicates_suppressed", "Messages already processed (dedupe)", value=c.duplicates
+        )
         yield CounterMetricFamily("botd_orders_created", "Orders created", value=c.orders)
-        yield CounterMetricFamily("botd_processing_retries", "Transient failures retried while processing", value=c.transient_retries)
-        yield CounterMetricFamily("botd_processing_seconds", "Total time spent processing messages", value=c.processing_seconds_total)
-        yield GaugeMetricFamily("botd_messages_in_flight", "Messages being processed now", value=c.in_flight)
-        transitions = CounterMetricFamily("botd_dialog_transitions", "Dialog steps reached", labels=["step"])
+        yield CounterMetricFamily(
+            "botd_processing_retries",
+            "Transient failures retried while processing",
+            value=c.transient_retries,
+        )
+        yield CounterMetricFamily(
+            "botd_processing_seconds",
+            "Total time spent processing messages",
+            value=c.processing_seconds_total,
+        )
+        yield GaugeMetricFamily(
+            "botd_messages_in_flight", "Messages being processed now", value=c.in_flight
+        )
+        transitions = CounterMetricFamily(
+            "botd_dialog_transitions", "Dialog steps reached", labels=["step"]
+        )
         for step, n in sorted(c.transitions.items()):
             transitions.add_metric([step], n)
         yield transitions
@@ -52,10 +68,20 @@ class _SnapshotCollector(Collector):
         sends.add_metric(["failed_transient"], snd.failed_transient)
         sends.add_metric(["failed_permanent"], snd.failed_permanent)
         yield sends
-        yield CounterMetricFamily("botd_chat2desk_rate_limited", "Rate-limit answers from Chat2Desk", value=snd.rate_limited)
+        yield CounterMetricFamily(
+            "botd_chat2desk_rate_limited",
+            "Rate-limit answers from Chat2Desk",
+            value=snd.rate_limited,
+        )
         lim = s["limiter"]
-        yield CounterMetricFamily("botd_limiter_wait_seconds", "Time senders waited for the rate limiter", value=lim.total_wait_seconds)
-        yield GaugeMetricFamily("botd_limiter_waiting", "Senders waiting for the rate limiter", value=lim.waiting)
+        yield CounterMetricFamily(
+            "botd_limiter_wait_seconds",
+            "Time senders waited for the rate limiter",
+            value=lim.total_wait_seconds,
+        )
+        yield GaugeMetricFamily(
+            "botd_limiter_waiting", "Senders waiting for the rate limiter", value=lim.waiting
+        )
         ob = s["outbox"]
         outbox = CounterMetricFamily("botd_outbox_events", "Outbox events", labels=["event"])
         outbox.add_metric(["parked"], ob.parked)
@@ -63,7 +89,9 @@ class _SnapshotCollector(Collector):
         outbox.add_metric(["retried"], ob.retried)
         outbox.add_metric(["dead_lettered"], ob.dead_lettered)
         yield outbox
-        up = GaugeMetricFamily("botd_connection_up", "1 while the connection to a service is up", labels=["service"])
+        up = GaugeMetricFamily(
+            "botd_connection_up", "1 while the connection to a service is up", labels=["service"]
+        )
         for service, ok in s["connections"].items():
             up.add_metric([service], 1.0 if ok else 0.0)
         yield up
@@ -75,12 +103,20 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._requests = Counter(
-            "botd_webhook_requests", "Webhook requests, by answer code", ["code"], registry=self.registry
+            "botd_webhook_requests",
+            "Webhook requests, by answer code",
+            ["code"],
+            registry=self.registry,
         )
         self._latency = Histogram(
-            "botd_webhook_request_duration_seconds", "Webhook answer latency", buckets=LATENCY_BUCKETS, registry=self.registry
+            "botd_webhook_request_duration_seconds",
+            "Webhook answer latency",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self._ignored = Counter("botd_webhook_ignored", "Webhook events ignored on purpose", registry=self.registry)
+        self._ignored = Counter(
+            "botd_webhook_ignored", "Webhook events ignored on purpose", registry=self.registry
+        )
         self._source: Callable[[], dict[str, Any]] = dict
         self.registry.register(_SnapshotCollector(lambda: self._source()))
 

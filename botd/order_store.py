@@ -124,6 +124,25 @@ class OrderStore:
         self._placed += 1
         return int(rows[0][0])
 
+    async def find_by_client(self, client_id: str) -> list[dict[str, Any]]:
+        """Orders of one Chat2Desk customer, oldest first."""
+        rows = await self._run(
+            "SELECT id, client_phone, delivery_address, quantity, chat2desk_client_id, status, "
+            "created_at FROM orders WHERE chat2desk_client_id = %(c)s ORDER BY id",
+            {"c": client_id},
+            timeout=10,
+        )
+        names = (
+            "id",
+            "client_phone",
+            "delivery_address",
+            "quantity",
+            "chat2desk_client_id",
+            "status",
+            "created_at",
+        )
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
     async def schema_version(self) -> int | None:
         rows = await self._run(
             "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL "
@@ -147,7 +166,9 @@ class OrderStore:
 
 
 @asynccontextmanager
-async def open_order_store(bridge: AsyncioBridge, config: PostgresConfig) -> AsyncIterator[OrderStore]:
+async def open_order_store(
+    bridge: AsyncioBridge, config: PostgresConfig
+) -> AsyncIterator[OrderStore]:
     store = OrderStore(bridge, config)
     await bridge.run(store._aio_open)
     try:

@@ -61,13 +61,15 @@ _batch_dec = msgspec.json.Decoder(OutboxBatch)
 
 def wait_tiers(max_backoff_seconds: int) -> tuple[int, ...]:
     """The distinct backoff delays: 1, 2, 4, … capped at ``max_backoff_seconds``."""
-    tiers = {min(2**k, max_backoff_seconds) for k in range(32) if 2 ** (k - 1) < max_backoff_seconds}
+    tiers = {
+        min(2**k, max_backoff_seconds) for k in range(32) if 2 ** (k - 1) < max_backoff_seconds
+    }
     return tuple(sorted(tiers | {max_backoff_seconds}))
 
 
 def backoff_for(attempts: int, max_backoff_seconds: int) -> int:
     """Delay before attempt ``attempts + 1`` (a value of :func:`wait_tiers`)."""
-    return min(2 ** max(0, attempts - 1), max_backoff_seconds)
+    return min(1 << max(0, attempts - 1), max_backoff_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,9 @@ class OutboxStatistics:
 class Outbox:
     """Parks batches and dead-letters replies; shared by the consumers and the retrier."""
 
-    def __init__(self, broker: Broker, store: StateStore, *, max_attempts: int, max_backoff_seconds: int) -> None:
+    def __init__(
+        self, broker: Broker, store: StateStore, *, max_attempts: int, max_backoff_seconds: int
+    ) -> None:
         self._broker = broker
         self._store = store
         self.max_attempts = max_attempts
@@ -94,7 +98,9 @@ class Outbox:
     async def has_pending(self, client_id: str) -> bool:
         return await self._store.outbox_pending(client_id) > 0
 
-    async def park(self, client_id: str, message_id: str, texts: tuple[str, ...], *, reason: str) -> None:
+    async def park(
+        self, client_id: str, message_id: str, texts: tuple[str, ...], *, reason: str
+    ) -> None:
         batch = OutboxBatch(
             id=f"{message_id}.{time.time_ns()}",
             client_id=client_id,
@@ -110,7 +116,14 @@ class Outbox:
         log.warning("replies to client %s parked in the outbox: %s", client_id, reason)
 
     async def dead_letter(
-        self, client_id: str, message_id: str, text: str, *, reason: str, attempts: int, first_failed_at: float | None = None
+        self,
+        client_id: str,
+        message_id: str,
+        text: str,
+        *,
+        reason: str,
+        attempts: int,
+        first_failed_at: float | None = None,
     ) -> None:
         now = time.time()
         dead = DeadReply(
@@ -123,13 +136,23 @@ class Outbox:
             dead_at=now,
         )
         await self._broker.publish(
-            self._broker.topology.dlq, _enc.encode(dead), timeout=PUBLISH_TIMEOUT, headers={KIND_HEADER: "reply"}
+            self._broker.topology.dlq,
+            _enc.encode(dead),
+            timeout=PUBLISH_TIMEOUT,
+            headers={KIND_HEADER: "reply"},
         )
         self.dead_lettered += 1
-        log.error("reply to client %s moved to the DLQ after %d attempt(s): %s", client_id, attempts, reason)
+        log.error(
+            "reply to client %s moved to the DLQ after %d attempt(s): %s",
+            client_id,
+            attempts,
+            reason,
+        )
 
     async def publish_batch(self, queue: str, batch: OutboxBatch) -> None:
-        await self._broker.publish(queue, _enc.encode(batch), timeout=PUBLISH_TIMEOUT, headers={KIND_HEADER: "outbox"})
+        await self._broker.publish(
+            queue, _enc.encode(batch), timeout=PUBLISH_TIMEOUT, headers={KIND_HEADER: "outbox"}
+        )
 
 
 class OutboxRetrier:
@@ -205,7 +228,14 @@ class OutboxRetrier:
             return
         if time.time() - batch.first_failed_at > OUTBOX_MAX_AGE_SECONDS:
             for text in batch.texts:
-                await ob.dead_letter(batch.client_id, batch.origin_message_id, text, reason="expired after 7 days in the outbox", attempts=batch.attempts, first_failed_at=batch.first_failed_at)
+                await ob.dead_letter(
+                    batch.client_id,
+                    batch.origin_message_id,
+                    text,
+                    reason="expired after 7 days in the outbox",
+                    attempts=batch.attempts,
+                    first_failed_at=batch.first_failed_at,
+                )
             await self._store.outbox_done(batch.client_id, batch.id)
             return
         texts = list(batch.texts)
@@ -214,19 +244,41 @@ class OutboxRetrier:
             try:
                 await self._sender.send_once(batch.client_id, texts[0])
             except PermanentError as exc:
-                await ob.dead_letter(batch.client_id, batch.origin_message_id, texts[0], reason=str(exc), attempts=attempts, first_failed_at=batch.first_failed_at)
+                await ob.dead_letter(
+                    batch.client_id,
+                    batch.origin_message_id,
+                    texts[0],
+                    reason=str(exc),
+                    attempts=attempts,
+                    first_failed_at=batch.first_failed_at,
+                )
                 texts.pop(0)
                 continue
             except TransientError as exc:
                 if attempts >= ob.max_attempts:
                     for text in texts:
-                        await ob.dead_letter(batch.client_id, batch.origin_message_id, text, reason=f"gave up after {attempts} attempts: {exc}", attempts=attempts, first_failed_at=batch.first_failed_at)
+                        await ob.dead_letter(
+                            batch.client_id,
+                            batch.origin_message_id,
+                            text,
+                            reason=f"gave up after {attempts} attempts: {exc}",
+                            attempts=attempts,
+                            first_failed_at=batch.first_failed_at,
+                        )
                     break
                 delay = backoff_for(attempts, ob.max_backoff_seconds)
-                retry = msgspec.structs.replace(batch, texts=tuple(texts), attempts=attempts, reason=str(exc))
+                retry = msgspec.structs.replace(
+                    batch, texts=tuple(texts), attempts=attempts, reason=str(exc)
+                )
                 await ob.publish_batch(self._broker.topology.outbox_wait(delay), retry)
                 ob.retried += 1
-                log.info("outbox: batch %s attempt %d failed (%s); next in %ds", batch.id, attempts, exc, delay)
+                log.info(
+                    "outbox: batch %s attempt %d failed (%s); next in %ds",
+                    batch.id,
+                    attempts,
+                    exc,
+                    delay,
+                )
                 return
             texts.pop(0)
             ob.delivered += 1

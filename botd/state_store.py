@@ -173,7 +173,9 @@ class StateStore:
 
         async def commit() -> int:
             return int(
-                await self._commit(keys=[self.dialog_key(client_id), self.marker_key(message_id)], args=args)
+                await self._commit(
+                    keys=[self.dialog_key(client_id), self.marker_key(message_id)], args=args
+                )
             )
 
         return CommitResult(await self._run(commit))
@@ -183,7 +185,6 @@ class StateStore:
             await self._mark_sent(keys=[self.marker_key(message_id)])
 
         await self._run(mark)
-
 
     # ---- per-customer outbox order -----------------------------------------------------------
     def outbox_key(self, client_id: str) -> str:

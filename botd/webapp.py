@@ -91,7 +91,10 @@ def create_app(deps: WebDeps) -> QuartTrio:
             answered(415, started)
             return _error(415, "content type must be application/json")
         body = await request.get_data(cache=False, as_text=False)
-        if cfg.hmac_secret and not verify_signature(cfg.hmac_secret, body, request.headers.get(cfg.hmac_header)):
+        assert isinstance(body, bytes)
+        if cfg.hmac_secret and not verify_signature(
+            cfg.hmac_secret, body, request.headers.get(cfg.hmac_header)
+        ):
             answered(401, started)
             return _error(401, f"missing or wrong signature in {cfg.hmac_header}")
         try:
@@ -135,7 +138,10 @@ def create_app(deps: WebDeps) -> QuartTrio:
     async def ready() -> Response:
         parts = await deps.readiness()
         ok = all(parts.values()) and not deps.is_draining()
-        body = {"status": "ready" if ok else "not ready", **{k: ("up" if v else "down") for k, v in parts.items()}}
+        body = {
+            "status": "ready" if ok else "not ready",
+            **{k: ("up" if v else "down") for k, v in parts.items()},
+        }
         if deps.is_draining():
             body["draining"] = "yes"
         return _answer(200 if ok else 503, body)
@@ -154,7 +160,11 @@ def create_app(deps: WebDeps) -> QuartTrio:
         code = exc.code or 500
         if request.path.startswith(WEBHOOK_PATH):
             metrics.webhook_answered(code, 0.0)
-        reasons = {404: "not found", 405: "method not allowed", 413: f"body larger than {cfg.max_body_bytes} bytes"}
+        reasons = {
+            404: "not found",
+            405: "method not allowed",
+            413: f"body larger than {cfg.max_body_bytes} bytes",
+        }
         return _error(code, reasons.get(code, exc.name.lower()))
 
     @app.errorhandler(Exception)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import trio
 
@@ -13,7 +15,14 @@ from tests.helpers import HAPPY_PATH, inbox_payload, orders, post_webhook
 CLIENT = 17340089
 
 
-async def _say(client: httpx.AsyncClient, running: Running, fake: FakeChat2Desk, text: str, expect: int, **kw: object) -> dict[str, object]:
+async def _say(
+    client: httpx.AsyncClient,
+    running: Running,
+    fake: FakeChat2Desk,
+    text: str,
+    expect: int,
+    **kw: Any,
+) -> dict[str, object]:
     body = inbox_payload(CLIENT, text, **kw)
     response = await post_webhook(client, running.url, body)
     assert response.status_code == 200, response.text
@@ -23,7 +32,9 @@ async def _say(client: httpx.AsyncClient, running: Running, fake: FakeChat2Desk,
     return body
 
 
-async def test_full_dialog_creates_one_order(running: Running, fake: FakeChat2Desk, config: Config) -> None:
+async def test_full_dialog_creates_one_order(
+    running: Running, fake: FakeChat2Desk, config: Config
+) -> None:
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{running.url}/ready")).status_code == 200
         delivered = 0
@@ -48,7 +59,9 @@ async def test_full_dialog_creates_one_order(running: Running, fake: FakeChat2De
         assert request.body is not None and request.body["type"] == "to_client"
 
 
-async def test_duplicate_webhook_changes_nothing(running: Running, fake: FakeChat2Desk, config: Config) -> None:
+async def test_duplicate_webhook_changes_nothing(
+    running: Running, fake: FakeChat2Desk, config: Config
+) -> None:
     async with httpx.AsyncClient() as client:
         first = await _say(client, running, fake, "Привет", 1)
         replies_after_first = fake.texts_for(CLIENT)

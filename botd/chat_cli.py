@@ -1,0 +1,128 @@
+"""``botd chat``: talk to the bot in a terminal, as a customer would.
+
+Each line you type is posted to a private botd's webhook as a Chat2Desk ``inbox`` event and goes
+the whole way — webhook → RabbitMQ → shard consumer → dialog → Redis → PostgreSQL — with the
+Chat2Desk API replaced by a local sink that prints the replies. The session uses the configured
+services but its own queue and key prefixes (so a running botd is not disturbed) and deletes its
+queues when it ends. Orders are real rows in the configured database (source 'chat2desk',
+customer id shown at the start). End with Ctrl-D or ``/quit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+import httpx
+import trio
+
+from botd import daemon, logs
+from botd.bridge import open_bridge
+from botd.broker import open_broker
+from botd.config import Config
+from botd.outbox import wait_tiers
+from botd.testing.fake_chat2desk import open_fake_chat2desk
+
+TOKEN = "botd-chat"  # noqa: S105 - the local sink's token, not a secret
+
+
+def _session_config(config: Config, session: str) -> Config:
+    return dataclasses.replace(
+        config,
+        webhook=dataclasses.replace(
+            config.webhook, host="127.0.0.1", port=0, path_token="", hmac_secret=""
+        ),
+        rabbitmq=dataclasses.replace(
+            config.rabbitmq, queue_prefix=f"{config.rabbitmq.queue_prefix}.chat-{session}", shards=1
+        ),
+        redis=dataclasses.replace(
+            config.redis, key_prefix=f"{config.redis.key_prefix}chat-{session}:"
+        ),
+        chat2desk=dataclasses.replace(config.chat2desk, token=TOKEN, attempts=1),
+        daemon=dataclasses.replace(config.daemon, shutdown_timeout_seconds=2),
+    )
+
+
+async def chat(
+    config: Config,
+    *,
+    read_line: Callable[[], str],
+    out: TextIO,
+    client_id: int | None = None,
+) -> int:
+    """Run one console session; ``read_line`` returns '' at end of input."""
+    session = secrets.token_hex(4)
+    client_id = client_id or 900_000_000 + secrets.randbelow(99_999_999)
+    ids = itertools.count(int(time.time() * 1000))
+    async with open_fake_chat2desk(token=TOKEN) as sink:
+        cfg = _session_config(config, session)
+        cfg = dataclasses.replace(
+            cfg, chat2desk=dataclasses.replace(cfg.chat2desk, base_url=sink.base_url)
+        )
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            running: daemon.Running = await nursery.start(
+                lambda task_status: daemon.serve(cfg, stop=stop, task_status=task_status)
+            )
+            print(
+                f"botd chat — you are customer {client_id}. "
+                "Type your messages; Ctrl-D or /quit ends.",
+                file=out,
+            )
+            shown = 0
+            async with httpx.AsyncClient(timeout=10) as http:
+                while True:
+                    print("you> ", end="", file=out, flush=True)
+                    line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
+                    if not line or line.strip() == "/quit":
+                        print(file=out)
+                        break
+                    handled_before = running.consumers.handled
+                    body = {
+                        "message_id": next(ids),
+                        "type": "from_client",
+                        "hook_type": "inbox",
+                        "client_id": client_id,
+                        "text": line.rstrip("\n"),
+                        "transport": "telegram",
+                    }
+                    answer = await http.post(f"{running.url}/webhook/chat2desk", json=body)
+                    if answer.status_code != 200 or answer.json().get("status") != "queued":
+                        print(f"(webhook answered {answer.status_code}: {answer.text})", file=out)
+                        continue
+                    with trio.fail_after(30):
+                        await running.consumers.wait_handled(handled_before + 1)
+                    texts = sink.texts_for(client_id)
+                    for text in texts[shown:]:
+                        print(f"bot> {text}", file=out)
+                    shown = len(texts)
+            orders = await running.orders.find_by_client(str(client_id))
+            if orders:
+                print("Orders created in this session:", file=out)
+                for row in orders:
+                    print("  " + json.dumps(row, ensure_ascii=False, default=str), file=out)
+            else:
+                print("No order was created in this session.", file=out)
+            stop.set()
+    # The session's queues go away with it (orders stay in PostgreSQL).
+    async with (
+        open_bridge() as bridge,
+        open_broker(
+            bridge, cfg.rabbitmq, wait_tiers=wait_tiers(cfg.outbox.max_backoff_seconds)
+        ) as broker,
+    ):
+        await broker.connect_once()
+        await broker.delete_queues()
+    return 0
+
+
+def main(config: Config) -> int:
+    if config.log.level in ("DEBUG", "INFO"):
+        logs.configure("WARNING", config.log.format)  # keep the conversation readable
+    return trio.run(lambda: chat(config, read_line=sys.stdin.readline, out=sys.stdout))
