@@ -29,7 +29,9 @@ from botd.migrate import apply_migrations
 from botd.outbox import wait_tiers
 from botd.testing.fake_chat2desk import FakeChat2Desk, open_fake_chat2desk
 
-PG_ADMIN_DSN = os.environ.get("BOTD_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "BOTD_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 PG_TEST_DB = "botd_test"
 REDIS_URL = os.environ.get("BOTD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_BASE = os.environ.get("BOTD_TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
@@ -43,7 +45,9 @@ def _pg_base_dsn() -> str:
 @pytest.fixture(scope="session")
 def pg_database() -> str:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_TEST_DB,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (PG_TEST_DB,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
     return _pg_base_dsn()
@@ -104,7 +108,13 @@ def queue_prefix() -> str:
 
 
 def make_config(
-    *, amqp_url: str, queue_prefix: str, redis_prefix: str, pg_dsn: str, base_url: str, **overrides: str
+    *,
+    amqp_url: str,
+    queue_prefix: str,
+    redis_prefix: str,
+    pg_dsn: str,
+    base_url: str,
+    **overrides: str,
 ) -> Config:
     env = {
         "BOTD_WEBHOOK_PORT": "0",
@@ -134,7 +144,11 @@ async def fake() -> AsyncIterator[FakeChat2Desk]:
 
 @pytest.fixture
 def config(
-    amqp_vhost_url: str, queue_prefix: str, redis_prefix: str, migrated_dsn: str, fake: FakeChat2Desk
+    amqp_vhost_url: str,
+    queue_prefix: str,
+    redis_prefix: str,
+    migrated_dsn: str,
+    fake: FakeChat2Desk,
 ) -> Config:
     return make_config(
         amqp_url=amqp_vhost_url,
@@ -154,13 +168,17 @@ async def bridge() -> AsyncIterator[AsyncioBridge]:
 @pytest.fixture
 async def broker(bridge: AsyncioBridge, config: Config) -> AsyncIterator[Broker]:
     """A connected broker with the test's topology declared; its queues are deleted afterwards."""
-    async with open_broker(bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)) as b:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(b.serve)
-            yield b
-            with trio.CancelScope(shield=True):
-                await b.delete_queues()
-            nursery.cancel_scope.cancel()
+    async with (
+        open_broker(
+            bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
+        ) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(b.serve)
+        yield b
+        with trio.CancelScope(shield=True):
+            await b.delete_queues()
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -179,7 +197,9 @@ async def delete_queues(config: Config) -> None:
     with trio.CancelScope(shield=True):
         async with (
             open_bridge() as b,
-            open_broker(b, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)) as broker,
+            open_broker(
+                b, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
+            ) as broker,
         ):
             await broker.connect_once()
             await broker.delete_queues()

@@ -16,7 +16,9 @@ def next_message_id() -> int:
     return next(_ids)
 
 
-def inbox_payload(client_id: int | str, text: str | None, *, message_id: int | None = None, **extra: Any) -> dict[str, Any]:
+def inbox_payload(
+    client_id: int | str, text: str | None, *, message_id: int | None = None, **extra: Any
+) -> dict[str, Any]:
     """A Chat2Desk ``inbox`` webhook body as the real platform sends it."""
     body: dict[str, Any] = {
         "message_id": message_id if message_id is not None else next_message_id(),
@@ -44,7 +46,9 @@ def inbox_payload(client_id: int | str, text: str | None, *, message_id: int | N
     return body
 
 
-async def post_webhook(client: httpx.AsyncClient, url: str, body: Any, **kwargs: Any) -> httpx.Response:
+async def post_webhook(
+    client: httpx.AsyncClient, url: str, body: Any, **kwargs: Any
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
     return await client.post(f"{url}/webhook/chat2desk", content=content, headers=headers, **kwargs)
@@ -56,4 +60,10 @@ def orders(dsn: str) -> list[dict[str, Any]]:
         return list(cur.fetchall())
 
 
-HAPPY_PATH = ("Здравствуйте, хочу заказать воду", "ул. Токтогула 125, кв. 4", "0555 123 456", "3", "да")
+HAPPY_PATH = (
+    "Здравствуйте, хочу заказать воду",
+    "ул. Токтогула 125, кв. 4",
+    "0555 123 456",
+    "3",
+    "да",
+)

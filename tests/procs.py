@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from botd.config import Config, SECTIONS, env_name
+from botd.config import SECTIONS, Config, env_name
 
 _READY = re.compile(r"botd ready on (\S+)")
 
@@ -24,7 +24,9 @@ def config_env(config: Config) -> dict[str, str]:
         values = getattr(config, section)
         for key in type(values).__dataclass_fields__:
             value = getattr(values, key)
-            env[env_name(section, key)] = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[env_name(section, key)] = (
+                ",".join(value) if isinstance(value, tuple) else str(value)
+            )
     return env
 
 
@@ -45,7 +47,10 @@ class BotdProcess:
                         return m
                 seen = len(self.lines)
                 if self.process.returncode is not None:
-                    raise AssertionError(f"botd exited ({self.process.returncode}) before {pattern!r}:\n" + "\n".join(self.lines[-30:]))
+                    raise AssertionError(
+                        f"botd exited ({self.process.returncode}) before {pattern!r}:\n"
+                        + "\n".join(self.lines[-30:])
+                    )
                 await self._changed.wait()
                 self._changed = trio.Event()
 
@@ -75,7 +80,11 @@ async def _pump(proc: BotdProcess) -> None:
 
 
 async def start_botd(
-    nursery: trio.Nursery, config: Config, *, extra_env: Mapping[str, str] | None = None, ready_timeout: float = 30
+    nursery: trio.Nursery,
+    config: Config,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    ready_timeout: float = 30,
 ) -> BotdProcess:
     """Start ``python -m botd run`` with ``config`` in its environment; return once it is ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
