@@ -77,7 +77,11 @@ class AsyncioBridge:
             if cancel_requested:
                 wake(None)
                 return
-            aio_task = loop.create_task(fn(*args))  # type: ignore[arg-type]
+            try:
+                aio_task = loop.create_task(fn(*args))  # type: ignore[arg-type]
+            except BaseException as exc:  # fn raised before its first await: hand it to Trio
+                wake(outcome.Error(exc))
+                return
             tasks.add(aio_task)
             aio_task.add_done_callback(on_done)
 

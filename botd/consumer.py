@@ -168,6 +168,12 @@ class ShardConsumers:
         self._progress = trio.Event()
         self.subscribed: set[int] = set()
         self.handled = 0  # deliveries finished (acked or nacked)
+        self._busy_since: dict[int, float] = {}
+
+    def stuck_shards(self, seconds: float) -> tuple[int, ...]:
+        """Shards whose current message has been in processing for more than ``seconds``."""
+        now = time.monotonic()
+        return tuple(sorted(s for s, t in self._busy_since.items() if now - t > seconds))
 
     async def wait_handled(self, count: int) -> None:
         """Wait until at least ``count`` deliveries were finished (for tools and tests)."""
@@ -235,9 +241,11 @@ class ShardConsumers:
             await self._handle(shard, sub, delivery)
 
     async def _handle(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
+        self._busy_since[shard] = time.monotonic()
         try:
             await self._process_delivery(shard, sub, delivery)
         finally:
+            del self._busy_since[shard]
             self.handled += 1
             self._progress.set()
             self._progress = trio.Event()

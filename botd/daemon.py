@@ -29,6 +29,7 @@ from botd.chat_api import Sender, open_chat_api
 from botd.config import Config
 from botd.consumer import Processor, ShardConsumers
 from botd.errors import TransientError
+from botd.health import HealthMonitor
 from botd.metrics import Metrics
 from botd.order_store import OrderStore, open_order_store
 from botd.outbox import Outbox, OutboxRetrier, wait_tiers
@@ -144,13 +145,15 @@ async def serve(
                 broker.topology.shard(shard), body, timeout=config.webhook.publish_timeout_seconds
             )
 
+        health_ref: dict[str, Any] = {}
         metrics.set_source(
             lambda: {
                 "consumer": consumers.stats,
                 "sender": sender.statistics(),
                 "limiter": limiter.statistics(),
                 "outbox": outbox.statistics(),
-                "connections": {"rabbitmq": broker.connected},
+                "connections": {"rabbitmq": broker.connected, **health_ref.get("services", {})},
+                "depths": health_ref.get("depths", {}),
             }
         )
         app = create_app(
@@ -183,6 +186,14 @@ async def serve(
                     consumers_done.set()
 
             await nursery.start(run_consumers)
+            health = HealthMonitor(
+                bridge=bridge,
+                broker=broker,
+                store=store,
+                orders=orders,
+                consumers=consumers,
+                shards=shards,
+            )
             binds = await nursery.start(
                 lambda task_status: hypercorn.trio.serve(
                     app,
@@ -204,7 +215,14 @@ async def serve(
                 stop=stop.set,
             )
             log.info("botd ready on %s (%d shards)", url, shards)
-            systemd.notify(f"READY=1\nSTATUS=ready: {shards} shards, webhook {url}")
+            health.on_check = lambda snap: health_ref.update(
+                services=dict(snap.services),
+                depths={"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
+            )
+            running.extra["health"] = health
+            status = health.status_line(await health.check())
+            systemd.notify(f"READY=1\nSTATUS={status}, webhook {url}")
+            await nursery.start(health.serve)
             task_status.started(running)
 
             await stop.wait()

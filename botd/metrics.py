@@ -89,6 +89,13 @@ class _SnapshotCollector(Collector):
         outbox.add_metric(["retried"], ob.retried)
         outbox.add_metric(["dead_lettered"], ob.dead_lettered)
         yield outbox
+        depth = GaugeMetricFamily(
+            "botd_queue_depth", "Messages waiting, by queue", labels=["queue"]
+        )
+        for queue, n in s.get("depths", {}).items():
+            if n is not None:
+                depth.add_metric([queue], float(n))
+        yield depth
         up = GaugeMetricFamily(
             "botd_connection_up", "1 while the connection to a service is up", labels=["service"]
         )

@@ -12,7 +12,7 @@ from botd.config import Config
 from botd.testing.fake_chat2desk import FakeChat2Desk
 from tests.conftest import delete_queues
 from tests.helpers import inbox_payload, post_webhook
-from tests.procs import start_botd
+from botd.testing.process import start_botd
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -1,12 +1,15 @@
-"""Run ``botd run`` as a real subprocess (for signal and kill -9 tests)."""
+"""Run ``botd run`` as a real subprocess (signal and kill -9 tests, benchmarks, chaos runs)."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,7 +17,7 @@ import trio
 
 from botd.config import SECTIONS, Config, env_name
 
-_READY = re.compile(r"botd ready on (\S+)")
+_READY = re.compile(r"webhook (\S+)")
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -33,8 +36,10 @@ def config_env(config: Config) -> dict[str, str]:
 @dataclass
 class BotdProcess:
     process: trio.Process
+    notify_dir: str = ""
     url: str = ""
     lines: list[str] = field(default_factory=list)
+    notifications: list[str] = field(default_factory=list)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     async def wait_for_line(self, pattern: str, *, timeout: float = 30) -> re.Match[str]:
@@ -62,7 +67,9 @@ class BotdProcess:
 
     async def wait_exit(self, timeout: float = 30) -> int:
         with trio.fail_after(timeout):
-            return await self.process.wait()
+            code = await self.process.wait()
+        shutil.rmtree(self.notify_dir, ignore_errors=True)
+        return code
 
 
 async def _pump(proc: BotdProcess) -> None:
@@ -90,6 +97,10 @@ async def start_botd(
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
     env.update(config_env(config))
     env.update(extra_env or {})
+    notify_dir = tempfile.mkdtemp(prefix="botd-notify-")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await sock.bind(os.path.join(notify_dir, "notify.sock"))
+    env["NOTIFY_SOCKET"] = os.path.join(notify_dir, "notify.sock")
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "botd", "--config", os.devnull, "run"],
         env=env,
@@ -97,8 +108,34 @@ async def start_botd(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    proc = BotdProcess(process)
+    proc = BotdProcess(process, notify_dir=notify_dir)
     nursery.start_soon(_pump, proc)
-    match = await proc.wait_for_line(_READY.pattern, timeout=ready_timeout)
+    nursery.start_soon(_listen, proc, sock)
+    try:
+        with trio.fail_after(ready_timeout):
+            while not any(m.startswith("READY=1") or "\nREADY=1" in m for m in proc.notifications):
+                if process.returncode is not None:
+                    raise RuntimeError(
+                        f"botd exited ({process.returncode}) before READY=1:\n"
+                        + "\n".join(proc.lines[-30:])
+                    )
+                await proc._changed.wait()
+                proc._changed = trio.Event()
+    except trio.TooSlowError:
+        raise RuntimeError(
+            "botd did not send READY=1 in time:\n" + "\n".join(proc.lines[-30:])
+        ) from None
+    ready = next(m for m in proc.notifications if "READY=1" in m)
+    match = _READY.search(ready)
+    assert match, ready
     proc.url = match.group(1)
     return proc
+
+
+async def _listen(proc: BotdProcess, sock: trio.socket.SocketType) -> None:
+    """Collect the sd_notify datagrams botd sends (READY=1, STATUS=…, STOPPING=1, WATCHDOG=1)."""
+    with sock:
+        while True:
+            data = await sock.recv(4096)
+            proc.notifications.append(data.decode(errors="replace"))
+            proc._changed.set()
