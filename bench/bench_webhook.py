@@ -27,10 +27,24 @@ _LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", re.M)
 _NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def wrk(url: str, seconds: int, connections: int, id_base: int) -> tuple[float, dict[str, float], int]:
+def wrk(
+    url: str, seconds: int, connections: int, id_base: int
+) -> tuple[float, dict[str, float], int]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "webhook.lua"), url],
-        capture_output=True, text=True, check=True, env={"BENCH_ID_BASE": str(id_base), "PATH": "/usr/bin:/bin"},
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / "webhook.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"BENCH_ID_BASE": str(id_base), "PATH": "/usr/bin:/bin"},
     ).stdout
     rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -63,7 +77,9 @@ async def main() -> None:
         fake, fake_url = await start_line_process(
             nursery, [sys.executable, "-m", "botd.testing.fake_chat2desk", "--port", "0"]
         )
-        noop, noop_url = await start_line_process(nursery, [sys.executable, str(HERE / "noop_app.py"), "0"])
+        noop, noop_url = await start_line_process(
+            nursery, [sys.executable, str(HERE / "noop_app.py"), "0"]
+        )
         async with bench_config(fake_url) as config:
             botd = await start_botd(nursery, config)
             results: dict[str, list[float]] = {"noop": [], "botd": []}
@@ -80,12 +96,19 @@ async def main() -> None:
                     lat[name].append(latency.get("p50", float("nan")))
                     if name == "botd":
                         errors += bad
-                    print(f"round {rnd + 1} {name:>4}: {rps:8.0f} req/s  p50 {latency.get('p50', 0):6.2f} ms  "
-                          f"p99 {latency.get('p99', 0):6.2f} ms  non-2xx {bad}", flush=True)
-            print(f"botd RSS now {rss_mb(botd.process.pid):.0f} MiB, peak {peak_rss_mb(botd.process.pid):.0f} MiB")
+                    print(
+                        f"round {rnd + 1} {name:>4}: {rps:8.0f} req/s  p50 {latency.get('p50', 0):6.2f} ms  "
+                        f"p99 {latency.get('p99', 0):6.2f} ms  non-2xx {bad}",
+                        flush=True,
+                    )
+            print(
+                f"botd RSS now {rss_mb(botd.process.pid):.0f} MiB, peak {peak_rss_mb(botd.process.pid):.0f} MiB"
+            )
             n, b = median(results["noop"]), median(results["botd"])
-            print(f"median noop {n:.0f} req/s, botd {b:.0f} req/s: ratio {b / n:.2f} "
-                  f"(p50 {median(lat['noop']):.2f} vs {median(lat['botd']):.2f} ms); botd non-2xx {errors}")
+            print(
+                f"median noop {n:.0f} req/s, botd {b:.0f} req/s: ratio {b / n:.2f} "
+                f"(p50 {median(lat['noop']):.2f} vs {median(lat['botd']):.2f} ms); botd non-2xx {errors}"
+            )
             botd.process.terminate()
             await botd.wait_exit()
         noop.terminate()

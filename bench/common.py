@@ -57,7 +57,9 @@ async def bench_config(base_url: str, **env: str) -> AsyncIterator[Config]:
     finally:
         async with (
             open_bridge() as bridge,
-            open_broker(bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)) as b,
+            open_broker(
+                bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
+            ) as b,
         ):
             await b.connect_once()
             await b.delete_queues()

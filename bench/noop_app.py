@@ -29,7 +29,9 @@ async def main(port: int) -> None:
     config.accesslog = None
     config.keep_alive_timeout = 75.0
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: hypercorn.trio.serve(app, config, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: hypercorn.trio.serve(app, config, task_status=task_status)
+        )
         print(f"listening {binds[0]}", flush=True)
 
 

@@ -413,6 +413,9 @@ class Broker:
             except Exception as exc:
                 raise _translate(exc) from exc
             channel.closing.add_done_callback(lambda _: token.run_sync_soon(send.close))
+            # The broker cancels a consumer when its queue is deleted: end the subscription
+            # so the consumer resubscribes instead of waiting forever.
+            channel.on_consumer_cancel_callbacks.add(lambda _: token.run_sync_soon(send.close))
             return channel
 
         channel = await self._bridge.run(open_channel)

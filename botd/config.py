@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
+
 from botd.errors import ConfigError
 
 ENV_PREFIX = "BOTD_"
@@ -52,7 +54,8 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _url(*schemes: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         parts = urlsplit(v)
-        if parts.scheme not in schemes or not parts.hostname:
+        local = parts.scheme == "unix" and parts.path
+        if parts.scheme not in schemes or not (parts.hostname or local):
             return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
         return None
 
@@ -69,6 +72,23 @@ def _path_token(v: Any) -> str | None:
         return None
     ok = len(v) >= 16 and all(c.isalnum() or c in "-_" for c in v)
     return None if ok else "must be empty (off) or at least 16 letters, digits, '-' or '_'"
+
+
+def _region(v: Any) -> str | None:
+    return (
+        None
+        if v in phonenumbers.SUPPORTED_REGIONS
+        else "must be an ISO 3166 region code such as KG"
+    )
+
+
+def _regions(v: Any) -> str | None:
+    bad = [r for r in v if r not in phonenumbers.SUPPORTED_REGIONS]
+    return (
+        f"unknown region code(s) {', '.join(bad)}; use ISO 3166 codes such as KG, KZ"
+        if bad
+        else None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +203,12 @@ class PostgresConfig:
 @dataclass(frozen=True, slots=True)
 class DialogConfig:
     default_region: str = _f(
-        "KG", "Region for phone numbers written without a country code (ISO 3166, e.g. KG)."
+        "KG",
+        "Region for phone numbers written without a country code (ISO 3166, e.g. KG).",
+        check=_region,
     )
     allowed_regions: tuple[str, ...] = _f(
-        (), "Countries whose phone numbers are accepted; empty accepts any."
+        (), "Countries whose phone numbers are accepted; empty accepts any.", check=_regions
     )
     state_ttl_seconds: int = _f(
         86400, "How long an unfinished dialog is kept.", check=_range(60, 30 * 86400)
@@ -295,8 +317,21 @@ def _coerce(value: Any, hint: Any, *, from_env: bool) -> Any:
     raise TypeError(f"unsupported config type {hint!r}")  # pragma: no cover - programming error
 
 
+def redact_url(value: str) -> str:
+    """Hide the password of a URL or DSN (``scheme://user:***@host``)."""
+    parts = urlsplit(value)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return value
+
+
 def _shown(value: Any, secret: bool) -> str:
-    return "'***'" if secret and value else repr(value)
+    if secret and value:
+        return "'***'"
+    if isinstance(value, str) and "://" in value:
+        return repr(redact_url(value))
+    return repr(value)
 
 
 def load_config(
@@ -311,6 +346,10 @@ def load_config(
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: not valid TOML ({exc}); fix the file's syntax"]) from exc
+        except OSError as exc:
+            raise ConfigError(
+                [f"{path}: cannot be read ({exc.strerror}); give a readable file"]
+            ) from exc
     elif path is not None and env.get("BOTD_CONFIG") == str(path):
         raise ConfigError([f"BOTD_CONFIG={path}: no such file; fix the path or unset BOTD_CONFIG"])
 
@@ -367,17 +406,15 @@ def load_config(
                 continue
             values[fld.name] = value
         sections[section] = cls(**values)
+    pg = sections["postgres"]
+    if pg.pool_min_size > pg.pool_max_size:
+        problems.append(
+            f"[postgres] pool_min_size = {pg.pool_min_size}: must not exceed pool_max_size "
+            f"({pg.pool_max_size}); lower it or raise pool_max_size"
+        )
     if problems:
         raise ConfigError(problems)
-    config = Config(**sections)
-    if config.postgres.pool_min_size > config.postgres.pool_max_size:
-        raise ConfigError(
-            [
-                "[postgres] pool_min_size: must not exceed pool_max_size; "
-                "lower it or raise pool_max_size"
-            ]
-        )
-    return config
+    return Config(**sections)
 
 
 def describe(config: Config) -> list[tuple[str, str, str, str, str]]:

@@ -95,7 +95,7 @@ def _id(payload: dict[str, Any], name: str) -> str:
             return str(value)
     elif isinstance(value, str):
         s = value.strip()
-        if s.isascii() and s.isdigit() and 0 < int(s) <= _MAX_ID:
+        if 0 < len(s) <= 19 and s.isascii() and s.isdigit() and 0 < int(s) <= _MAX_ID:
             return str(int(s))
     raise InvalidInput(f"{name}: must be a positive integer or a string of digits")
 
@@ -132,7 +132,7 @@ def _location(value: Any) -> tuple[float, float] | None:
         return None
     try:
         la, lo = float(lat), float(lon)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if -90 <= la <= 90 and -180 <= lo <= 180:
         return (la, lo)
@@ -162,8 +162,8 @@ def parse_webhook(body: bytes, *, received_at: float) -> QueuedMessage | Ignored
     """Validate a webhook body. Raises InvalidInput (→ 400) naming the field that is wrong."""
     try:
         payload = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"body is not valid JSON (UTF-8): {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidInput("body must be a JSON object")
     hook_type = _opt_str(payload, "hook_type")

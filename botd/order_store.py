@@ -33,13 +33,13 @@ WITH ins AS (
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
 )
-SELECT id FROM ins
+SELECT id, true AS created FROM ins
 UNION ALL
-SELECT id FROM orders WHERE idempotency_key = %(key)s
+SELECT id, false AS created FROM orders WHERE idempotency_key = %(key)s
 LIMIT 1
 """
 
-_FIND = "SELECT id FROM orders WHERE idempotency_key = %(key)s"
+_FIND = "SELECT id, false AS created FROM orders WHERE idempotency_key = %(key)s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,8 @@ class OrderStore:
             rows = await self._run(_FIND, {"key": draft.idempotency_key}, timeout=timeout)
         if not rows:
             raise TransientError("order neither inserted nor found; will retry")
-        self._placed += 1
+        if rows[0][1]:
+            self._placed += 1
         return int(rows[0][0])
 
     async def find_by_client(self, client_id: str) -> list[dict[str, Any]]:
@@ -144,13 +145,15 @@ class OrderStore:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     async def schema_version(self) -> int | None:
-        rows = await self._run(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL "
-            "ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END",
-            None,
-            timeout=10,
+        exists = await self._run(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL", None, timeout=10
         )
-        return None if rows[0][0] is None else int(rows[0][0])
+        if not exists[0][0]:
+            return None
+        rows = await self._run(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations", None, timeout=10
+        )
+        return int(rows[0][0])
 
     async def check_schema(self) -> None:
         """Raise SchemaError unless the database is at exactly the schema botd knows."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import trio
 
 WINDOW_SECONDS = 60.0
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +76,15 @@ class TokenBucket:
                     wait = 0.0
                     if now < self._paused_until:
                         wait = self._paused_until - now
-                    elif self._tokens < 1.0:
-                        wait = (1.0 - self._tokens) / self._rate
+                    elif self._tokens < 1.0 - _EPSILON:
+                        # never less than a microsecond: float rounding must not spin the loop
+                        wait = max((1.0 - self._tokens) / self._rate, 1e-6)
                     elif len(self._admitted_at) >= self._per_minute:
                         wait = self._admitted_at[0] + WINDOW_SECONDS - now
                     if wait <= 0:
                         break
                     await trio.sleep(wait)
-                self._tokens -= 1.0
+                self._tokens = max(0.0, self._tokens - 1.0)
                 self._admitted_at.append(now)
                 self._admitted += 1
         finally:

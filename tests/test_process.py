@@ -10,9 +10,9 @@ import trio
 
 from botd.config import Config
 from botd.testing.fake_chat2desk import FakeChat2Desk
+from botd.testing.process import start_botd
 from tests.conftest import delete_queues
 from tests.helpers import inbox_payload, post_webhook
-from botd.testing.process import start_botd
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -330,8 +330,6 @@ class FakeChat2Desk:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-        # Called with every RecordedRequest as it is recorded (benchmarks watch per customer).
-        self.on_record: Callable[[RecordedRequest], None] | None = None
 
     def _over_limit(self, now: float, authorization: str | None, body: Any) -> float | None:
         """Count the request in its window; return the Retry-After if it breaks the limit."""

@@ -40,6 +40,7 @@ class BotdProcess:
     url: str = ""
     lines: list[str] = field(default_factory=list)
     notifications: list[str] = field(default_factory=list)
+    _listen_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     async def wait_for_line(self, pattern: str, *, timeout: float = 30) -> re.Match[str]:
@@ -83,6 +84,8 @@ async def _pump(proc: BotdProcess) -> None:
         proc._changed.set()
     if buffer:
         proc.lines.append(buffer.decode(errors="replace"))
+    await proc.process.wait()
+    proc._listen_scope.cancel()  # no more datagrams can come
     proc._changed.set()
 
 
@@ -134,7 +137,7 @@ async def start_botd(
 
 async def _listen(proc: BotdProcess, sock: trio.socket.SocketType) -> None:
     """Collect the sd_notify datagrams botd sends (READY=1, STATUS=…, STOPPING=1, WATCHDOG=1)."""
-    with sock:
+    with sock, proc._listen_scope:
         while True:
             data = await sock.recv(4096)
             proc.notifications.append(data.decode(errors="replace"))

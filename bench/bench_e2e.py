@@ -1,0 +1,176 @@
+"""End-to-end dialog throughput: customers complete orders through a real ``botd run`` process.
+
+C customers each complete D dialogs (5 turns each: greeting, address, phone, quantity, "да")
+against botd running as a subprocess on the real services; replies go to an in-process fake
+Chat2Desk. Two modes, run one after the other:
+
+- ``paced``: a customer sends a turn, waits for botd's replies, then sends the next (per-turn
+  latency = webhook POST → last reply of the turn at the fake);
+- ``burst``: a customer types all 5 turns at once without waiting (the old bot's failure case),
+  then waits for all replies.
+
+At the end every customer's orders are audited in PostgreSQL (count and values).
+
+    python -m bench.bench_e2e [--customers 40] [--dialogs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import httpx
+import psycopg
+import trio
+
+from bench.common import bench_config, median, pct, peak_rss_mb
+from botd.testing.fake_chat2desk import RecordedRequest, open_fake_chat2desk
+from botd.testing.process import start_botd
+
+TURNS = ("Здравствуйте", "ул. Токтогула {n}, кв. 4", "0555 {phone}", "{qty}", "да")
+REPLIES = (2, 1, 1, 1, 1)  # replies botd sends for each turn
+
+
+class Watcher:
+    """Counts replies per customer as the fake records them."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = defaultdict(int)
+        self.changed: dict[str, trio.Event] = defaultdict(trio.Event)
+
+    def __call__(self, record: RecordedRequest) -> None:
+        if record.delivered and record.client_id is not None:
+            cid = record.client_id
+            self.count[cid] += 1
+            self.changed[cid].set()
+            self.changed[cid] = trio.Event()
+
+    async def wait(self, cid: str, n: int) -> None:
+        while self.count[cid] < n:
+            await self.changed[cid].wait()
+
+
+async def run_mode(
+    mode: str, url: str, watcher: Watcher, customers: list[int], dialogs: int, ids: list[int]
+) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    messages = 0
+
+    async def customer(cid: int, http: httpx.AsyncClient) -> None:
+        nonlocal messages
+        key = str(cid)
+        for d in range(dialogs):
+            turns = [
+                t.format(
+                    n=cid % 1000 + d, phone=f"{(cid * 7 + d) % 1000000:06d}", qty=(cid + d) % 50 + 1
+                )
+                for t in TURNS
+            ]
+            if mode == "paced":
+                for text, replies in zip(turns, REPLIES, strict=True):
+                    target = watcher.count[key] + replies
+                    started = time.perf_counter()
+                    await post(http, cid, text)
+                    await watcher.wait(key, target)
+                    latencies.append(time.perf_counter() - started)
+                    messages += 1
+            else:
+                target = watcher.count[key] + sum(REPLIES)
+                for text in turns:
+                    await post(http, cid, text)
+                    messages += 1
+                await watcher.wait(key, target)
+
+    async def post(http: httpx.AsyncClient, cid: int, text: str) -> None:
+        ids[0] += 1
+        body = {
+            "message_id": ids[0],
+            "type": "from_client",
+            "hook_type": "inbox",
+            "client_id": cid,
+            "text": text,
+        }
+        response = await http.post(
+            f"{url}/webhook/chat2desk",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"webhook answered {response.status_code}: {response.text}")
+
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=len(customers))
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http, trio.open_nursery() as nursery:
+        for cid in customers:
+            nursery.start_soon(customer, cid, http)
+    return time.perf_counter() - started, latencies, messages
+
+
+def audit(
+    dsn: str, customers: list[int], dialogs_by_customer: dict[int, int]
+) -> tuple[int, int, int]:
+    """(orders expected, found, wrong): each dialog's order must carry exactly its values."""
+    expected = sum(dialogs_by_customer.values())
+    found = wrong = 0
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT chat2desk_client_id, delivery_address, client_phone, quantity FROM orders ORDER BY id"
+        ).fetchall()
+    by_client: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for client, address, phone, qty in rows:
+        by_client[client].append((address, phone, qty))
+    for cid in customers:
+        got = by_client.get(str(cid), [])
+        found += len(got)
+        want = [
+            (
+                f"ул. Токтогула {cid % 1000 + d}, кв. 4",
+                f"+996555{(cid * 7 + d) % 1000000:06d}"[:13],
+                (cid + d) % 50 + 1,
+            )
+            for d in range(dialogs_by_customer[cid])
+        ]
+        wrong += sum(1 for g, w in zip(got, want, strict=False) if g != w) + abs(
+            len(got) - len(want)
+        )
+    return expected, found, wrong
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=40)
+    parser.add_argument("--dialogs", type=int, default=5)
+    parser.add_argument("--shards", type=int, default=8)
+    args = parser.parse_args()
+    watcher = Watcher()
+    async with open_fake_chat2desk(token="test-token") as fake:
+        fake.on_record = watcher
+        async with (
+            bench_config(fake.base_url, BOTD_RABBITMQ_SHARDS=str(args.shards)) as config,
+            trio.open_nursery() as nursery,
+        ):
+            botd = await start_botd(nursery, config)
+            ids = [2 * 10**9]
+            done: dict[int, int] = defaultdict(int)
+            for mode, base in (("paced", 1_000_000), ("burst", 2_000_000)):
+                customers = [base + i * 1009 for i in range(args.customers)]
+                elapsed, lat, messages = await run_mode(
+                    mode, botd.url, watcher, customers, args.dialogs, ids
+                )
+                for cid in customers:
+                    done[cid] = args.dialogs
+                line = f"{mode:>5}: {messages} messages in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
+                if lat:
+                    line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
+                print(line, flush=True)
+            expected, found, wrong = audit(config.postgres.dsn, list(done), done)
+            print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
+            print(f"botd peak RSS {peak_rss_mb(botd.process.pid):.0f} MiB")
+            botd.process.terminate()
+            await botd.wait_exit()
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,199 @@
+"""Migrations against the real PostgreSQL, each test in its own schema (``pg_dsn``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from botd import cli
+from botd.errors import SchemaError
+from botd.migrate import apply_migrations, check_version, latest_version, migrations
+
+DESIGN_COLUMNS = {
+    "id",
+    "client_phone",
+    "delivery_address",
+    "quantity",
+    "chat2desk_client_id",
+    "created_at",
+    "status",
+    "idempotency_key",
+}
+
+
+def _columns(dsn: str) -> dict[str, tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'orders'"
+        ).fetchall()
+    return {name: (dtype, nullable) for name, dtype, nullable in rows}
+
+
+def _applied_versions(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    found = migrations()
+    assert found, "botd ships at least one migration"
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert latest_version() == len(found)
+    assert all(m.sql.strip() and m.name for m in found)
+
+
+def test_fresh_schema_gets_every_migration_then_none(pg_dsn: str) -> None:
+    first = apply_migrations(pg_dsn)
+    assert [m.version for m in first] == list(range(1, latest_version() + 1))
+    assert _applied_versions(pg_dsn) == list(range(1, latest_version() + 1))
+    assert apply_migrations(pg_dsn) == []
+    assert _applied_versions(pg_dsn) == list(range(1, latest_version() + 1))
+
+
+def test_migrations_stay_in_the_dsn_schema(pg_dsn: str) -> None:
+    apply_migrations(pg_dsn)
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        schema = row[0]
+        tables = conn.execute(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'orders'"
+            " AND table_schema = %s",
+            (schema,),
+        ).fetchall()
+    assert schema.startswith("t_")
+    assert tables == [(schema,)]
+
+
+@pytest.mark.parametrize(
+    ("applied", "expected"),
+    [
+        (None, ["no botd schema", "botd migrate"]),
+        (0, ["no botd schema", "botd migrate"]),
+        ("older", ["version", "needs", "botd migrate"]),
+        ("newer", ["newer than this botd knows", "upgrade botd"]),
+    ],
+)
+def test_check_version_messages(applied: int | str | None, expected: list[str]) -> None:
+    if applied == "older":
+        value: int | None = latest_version() - 1
+        if value == 0:
+            # with a single migration "older" is the same as "none"
+            expected = ["no botd schema", "botd migrate"]
+    elif applied == "newer":
+        value = latest_version() + 1
+    else:
+        assert applied is None or isinstance(applied, int)
+        value = applied
+    with pytest.raises(SchemaError) as info:
+        check_version(value)
+    for part in expected:
+        assert part in str(info.value)
+
+
+def test_check_version_accepts_the_latest() -> None:
+    check_version(latest_version())
+
+
+def test_newer_database_is_refused_by_migrate(pg_dsn: str) -> None:
+    apply_migrations(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (%s, 'from_the_future')",
+            (latest_version() + 1,),
+        )
+    with pytest.raises(SchemaError) as info:
+        apply_migrations(pg_dsn)
+    assert "newer" in str(info.value)
+
+
+def test_orders_table_has_the_contract_columns(migrated_dsn: str) -> None:
+    columns = _columns(migrated_dsn)
+    assert set(columns) >= DESIGN_COLUMNS, DESIGN_COLUMNS - set(columns)
+    assert columns["quantity"][0] == "integer"
+    assert columns["chat2desk_client_id"][0] == "text"
+    assert columns["client_phone"][0] == "text"
+    assert columns["created_at"][0] == "timestamp with time zone"
+    for name in ("client_phone", "delivery_address", "quantity", "idempotency_key"):
+        assert columns[name][1] == "NO", f"{name} must be NOT NULL"
+
+
+def test_idempotency_key_has_a_unique_constraint(migrated_dsn: str) -> None:
+    with psycopg.connect(migrated_dsn) as conn:
+        rows = conn.execute(
+            """
+            SELECT array_agg(a.attname::text ORDER BY a.attname)
+            FROM pg_constraint c
+            JOIN pg_class t ON t.oid = c.conrelid
+            JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY (c.conkey)
+            WHERE t.relname = 'orders' AND t.relnamespace = current_schema()::regnamespace
+              AND c.contype = 'u'
+            GROUP BY c.oid
+            """
+        ).fetchall()
+    assert (["idempotency_key"],) in [tuple(r) for r in rows]
+
+
+def test_unique_constraint_is_enforced(migrated_dsn: str) -> None:
+    insert = (
+        "INSERT INTO orders (idempotency_key, client_phone, delivery_address, quantity,"
+        " chat2desk_client_id) VALUES ('k-1', '+996555123456', 'Bishkek, Toktogul 1', 2, '17')"
+    )
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute(insert)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert)
+        row = conn.execute("SELECT count(*), min(status) FROM orders").fetchone()
+    assert row == (1, "new")
+
+
+@pytest.fixture
+def clean_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("BOTD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
+
+
+def test_cli_migrate_uses_the_environment_dsn(
+    clean_cli: None,
+    pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BOTD_POSTGRES_DSN", pg_dsn)
+    assert cli.main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "applied 0001_" in out
+    assert f"schema is at version {latest_version()}" in out
+    assert _applied_versions(pg_dsn) == list(range(1, latest_version() + 1))
+    # idempotent: a second run applies nothing and still exits 0
+    assert cli.main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "applied" not in out
+    assert f"schema is at version {latest_version()}" in out
+
+
+def test_cli_migrate_without_database_exits_1(
+    clean_cli: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BOTD_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:1/botd")
+    assert cli.main(["migrate"]) == 1
+    assert "cannot connect to PostgreSQL" in capsys.readouterr().err
