@@ -116,10 +116,31 @@ class WebhookConfig:
         secret=True,
         check=_path_token,
     )
+    hmac_timestamp_header: str = _f(
+        "",
+        "Header with the signing time (unix seconds); when set, the signature covers "
+        "'<timestamp>.<body>' and old or future timestamps are refused. Empty turns it off.",
+    )
+    hmac_tolerance_seconds: int = _f(
+        300, "Largest accepted clock difference for the signed timestamp.", check=_range(1, 86400)
+    )
     publish_timeout_seconds: float = _f(
         5.0,
         "How long a webhook waits for the broker's confirm before answering 503.",
         check=_range(0.1, 60),
+    )
+    keep_alive_timeout_seconds: float = _f(
+        75.0, "Idle keep-alive connections are closed after this long.", check=_range(1, 3600)
+    )
+    read_timeout_seconds: float = _f(
+        30.0,
+        "A client that sends nothing for this long is disconnected (slow-loris guard).",
+        check=_range(1, 600),
+    )
+    max_header_bytes: int = _f(
+        16384,
+        "Largest request head (request line + headers) accepted.",
+        check=_range(1024, 1024 * 1024),
     )
 
 

@@ -29,6 +29,7 @@ from botd import dialog
 from botd.broker import Broker, Delivery, Subscription
 from botd.chat_api import Sender
 from botd.errors import InvalidInput, PermanentError, TransientError
+from botd.faults import crash_point
 from botd.inbound import QueuedMessage, decode_queued
 from botd.logs import mask
 from botd.order_store import OrderStore
@@ -91,6 +92,7 @@ class Processor:
         """Process ``msg``; return "processed", "duplicate" or "resent". Raises on failure."""
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self._store.load(msg.client_id, msg.message_id)
+            crash_point("after_dedupe_check")
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
@@ -103,6 +105,7 @@ class Processor:
             extra: dict[str, str] = {}
             if transition.order is not None:
                 order_id = await self._orders.place(transition.order)
+                crash_point("after_order_insert")
                 extra["order_id"] = str(order_id)
                 self.stats.orders += 1
                 log.info(
@@ -121,6 +124,7 @@ class Processor:
                 state=dialog.dump_state(transition.state),
                 replies=replies,
             )
+            crash_point("after_state_commit")
             if result is CommitResult.CONFLICT:
                 log.info(
                     "dialog of client %s changed concurrently; running the step again",
@@ -153,6 +157,7 @@ class Processor:
             except TransientError as exc:
                 await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason=str(exc))
                 break
+        crash_point("after_send")
         await self._store.mark_sent(msg.message_id)
 
 
@@ -290,6 +295,7 @@ class ShardConsumers:
                     )
                     await sub.nack(delivery, requeue=True)
                     return
+            crash_point("before_ack")
             await sub.ack(delivery)
         finally:
             stats.in_flight -= 1

@@ -88,10 +88,25 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
-    hc.keep_alive_timeout = 75.0
-    hc.h11_max_incomplete_size = 16 * 1024
-    hc.read_timeout = 30
+    hc.keep_alive_timeout = config.webhook.keep_alive_timeout_seconds
+    hc.h11_max_incomplete_size = config.webhook.max_header_bytes
+    hc.read_timeout = int(config.webhook.read_timeout_seconds)
     return hc
+
+
+def warn_if_exposed(config: Config) -> bool:
+    """Log loudly when the webhook listens beyond loopback with no authentication at all."""
+    w = config.webhook
+    loopback = w.host in ("127.0.0.1", "::1", "localhost") or w.host.startswith("127.")
+    if loopback or w.hmac_secret or w.path_token:
+        return False
+    log.warning(
+        "SECURITY: the webhook listens on %s without authentication; anyone who can reach it can "
+        "post orders. Set BOTD_WEBHOOK_PATH_TOKEN (>= 16 random characters) and/or "
+        "BOTD_WEBHOOK_HMAC_SECRET.",
+        w.host,
+    )
+    return True
 
 
 async def serve(
@@ -102,6 +117,7 @@ async def serve(
 ) -> None:
     """Run botd until ``stop`` is set; then drain and return."""
     dialog.validate_messages()
+    warn_if_exposed(config)
     stop = trio.Event() if stop is None else stop
     metrics = Metrics()
     tiers = wait_tiers(config.outbox.max_backoff_seconds)

@@ -45,6 +45,7 @@ class Ignored:
     """A well-formed event botd deliberately does not act on."""
 
     reason: str
+    kind: str = "other"  # a bounded label for metrics: "hook_type" or "type"
 
 
 _encoder = msgspec.json.Encoder()
@@ -171,9 +172,9 @@ def parse_webhook(body: bytes, *, received_at: float) -> QueuedMessage | Ignored
     if not isinstance(msg_type, str):
         raise InvalidInput("type: required, must be a string")
     if hook_type is not None and hook_type != "inbox":
-        return Ignored(f"hook_type={hook_type[:40]!r} is not a customer message")
+        return Ignored(f"hook_type={hook_type[:40]!r} is not a customer message", "hook_type")
     if msg_type != "from_client":
-        return Ignored(f"type={msg_type[:40]!r} is not a customer message")
+        return Ignored(f"type={msg_type[:40]!r} is not a customer message", "type")
     message_id = _id(payload, "message_id")
     client_id = _id(payload, "client_id")
     raw_text = _opt_str(payload, "text")

@@ -122,7 +122,10 @@ class Metrics:
             registry=self.registry,
         )
         self._ignored = Counter(
-            "botd_webhook_ignored", "Webhook events ignored on purpose", registry=self.registry
+            "botd_webhook_ignored",
+            "Webhook events ignored on purpose, by what made them not ours",
+            ["kind"],
+            registry=self.registry,
         )
         self._source: Callable[[], dict[str, Any]] = dict
         self.registry.register(_SnapshotCollector(lambda: self._source()))
@@ -135,8 +138,8 @@ class Metrics:
         if seconds:
             self._latency.observe(seconds)
 
-    def ignored(self, reason: str) -> None:
-        self._ignored.inc()
+    def ignored(self, kind: str) -> None:
+        self._ignored.labels(kind).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -25,6 +26,7 @@ from botd.config import WebhookConfig
 from botd.errors import InvalidInput, TransientError
 from botd.inbound import Ignored, encode_queued, parse_webhook, shard_of
 from botd.metrics import Metrics
+from botd.openapi import spec
 
 log = logging.getLogger("botd.webhook")
 
@@ -55,15 +57,43 @@ def _error(status: int, reason: str) -> Response:
     return _answer(status, {"status": "error", "reason": reason})
 
 
-def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
-    """Constant-time check of a hex HMAC-SHA256 of the raw body (``sha256=`` prefix allowed)."""
+def verify_signature(
+    secret: str, body: bytes, signature: str | None, *, timestamp: str | None = None
+) -> bool:
+    """Constant-time check of a hex HMAC-SHA256 (``sha256=`` prefix allowed).
+
+    Signed bytes: the raw body, or ``<timestamp>.<body>`` when a timestamp is given.
+    """
     if not signature:
         return False
     signature = signature.strip()
     if signature.lower().startswith("sha256="):
         signature = signature[7:]
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.lower())
+    signed = body if timestamp is None else timestamp.encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.lower().encode())
+
+
+def check_signature(cfg: WebhookConfig, body: bytes, headers: Any, now: float) -> str | None:
+    """None when the request is authentic, else the reason for a 401."""
+    if not cfg.hmac_secret:
+        return None
+    timestamp = None
+    if cfg.hmac_timestamp_header:
+        timestamp = headers.get(cfg.hmac_timestamp_header)
+        if not timestamp:
+            return f"missing {cfg.hmac_timestamp_header}"
+        try:
+            skew = abs(now - float(timestamp))
+        except ValueError:
+            return f"{cfg.hmac_timestamp_header} must be unix seconds"
+        if not skew <= cfg.hmac_tolerance_seconds:
+            return f"{cfg.hmac_timestamp_header} is outside the accepted window"
+    if not verify_signature(
+        cfg.hmac_secret, body, headers.get(cfg.hmac_header), timestamp=timestamp
+    ):
+        return f"missing or wrong signature in {cfg.hmac_header}"
+    return None
 
 
 def create_app(deps: WebDeps) -> QuartTrio:
@@ -92,18 +122,17 @@ def create_app(deps: WebDeps) -> QuartTrio:
             return _error(415, "content type must be application/json")
         body = await request.get_data(cache=False, as_text=False)
         assert isinstance(body, bytes)
-        if cfg.hmac_secret and not verify_signature(
-            cfg.hmac_secret, body, request.headers.get(cfg.hmac_header)
-        ):
+        refusal = check_signature(cfg, body, request.headers, time.time())
+        if refusal is not None:
             answered(401, started)
-            return _error(401, f"missing or wrong signature in {cfg.hmac_header}")
+            return _error(401, refusal)
         try:
             verdict = parse_webhook(body, received_at=time.time())
         except InvalidInput as exc:
             answered(400, started)
             return _error(400, exc.reason)
         if isinstance(verdict, Ignored):
-            metrics.ignored(verdict.reason)
+            metrics.ignored(verdict.kind)
             answered(200, started)
             return _answer(200, {"status": "ignored", "reason": verdict.reason})
         shard = shard_of(verdict.client_id, deps.shards)
@@ -149,6 +178,17 @@ def create_app(deps: WebDeps) -> QuartTrio:
     @app.route("/")
     async def index() -> Response:
         return _answer(200, {"name": "botd", "version": __version__})
+
+    openapi = json.dumps(
+        spec(
+            path_token=bool(cfg.path_token),
+            hmac_header=cfg.hmac_header if cfg.hmac_secret else None,
+        )
+    )
+
+    @app.route("/openapi.json")
+    async def openapi_json() -> Response:
+        return Response(openapi, status=200, content_type=JSON)
 
     @app.route("/metrics")
     async def metrics_page() -> Response:
