@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import defaultdict
 
@@ -25,7 +26,7 @@ import httpx
 import psycopg
 import trio
 
-from bench.common import bench_config, median, pct, peak_rss_mb
+from bench.common import bench_config, cpu_seconds, median, pct, peak_rss_mb
 from botd.testing.fake_chat2desk import RecordedRequest, open_fake_chat2desk
 from botd.testing.process import start_botd
 
@@ -156,14 +157,18 @@ async def main() -> None:
             done: dict[int, int] = defaultdict(int)
             for mode, base in (("paced", 1_000_000), ("burst", 2_000_000)):
                 customers = [base + i * 1009 for i in range(args.customers)]
+                cpu0, own0 = cpu_seconds(botd.process.pid), cpu_seconds(os.getpid())
                 elapsed, lat, messages = await run_mode(
                     mode, botd.url, watcher, customers, args.dialogs, ids
                 )
+                cpu = (cpu_seconds(botd.process.pid) - cpu0) / elapsed
+                own = (cpu_seconds(os.getpid()) - own0) / elapsed
                 for cid in customers:
                     done[cid] = args.dialogs
                 line = f"{mode:>5}: {messages} messages in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
                 if lat:
                     line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
+                line += f"; CPU: botd {cpu:.0%} of a core, load generator + fake {own:.0%}"
                 print(line, flush=True)
             expected, found, wrong = audit(config.postgres.dsn, list(done), done)
             print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")

@@ -470,11 +470,19 @@ class Subscription:
         self._receive = receive
 
     async def receive(self) -> Delivery | None:
-        """The next delivery, or None once the channel has closed."""
+        """The next delivery, or None once the channel has closed.
+
+        Deliveries still buffered when the channel closed are dropped, not returned: the broker
+        has already requeued them (possibly to a standby's consumer), so processing them here
+        would race the new consumer for the same customer and could never be acked anyway.
+        """
+        if self._channel.is_closed:
+            return None
         try:
-            return await self._receive.receive()
+            delivery = await self._receive.receive()
         except trio.EndOfChannel:
             return None
+        return None if self._channel.is_closed else delivery
 
     async def ack(self, delivery: Delivery) -> None:
         await self._call(self._channel.basic_ack, delivery.delivery_tag)

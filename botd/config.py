@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -234,6 +235,12 @@ class DialogConfig:
     state_ttl_seconds: int = _f(
         86400, "How long an unfinished dialog is kept.", check=_range(60, 30 * 86400)
     )
+    handoff_seconds: int = _f(
+        86400,
+        "After a human operator writes to a customer, the bot stays silent this long "
+        "(or until the operator sends /bot).",
+        check=_range(60, 30 * 86400),
+    )
     default_locale: str = _f(
         "ru",
         "Language of replies when the customer's cannot be told.",
@@ -347,11 +354,18 @@ def redact_url(value: str) -> str:
     return value
 
 
+_USERINFO_PASSWORD = re.compile(r"(?<=:)[^:@/\s]+(?=@)")
+_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('[^']*'|[^\s&;]+)")
+
+
 def _shown(value: Any, secret: bool) -> str:
     if secret and value:
         return "'***'"
-    if isinstance(value, str) and "://" in value:
-        return repr(redact_url(value))
+    if isinstance(value, str):
+        # URLs and DSNs, also malformed ones ("amqp//u:pw@h") and libpq keyword DSNs
+        # ("host=h password=pw") or query parameters ("?password=pw"), lose their passwords.
+        value = redact_url(value) if "://" in value else value
+        value = _KEYWORD_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub("***", value))
     return repr(value)
 
 

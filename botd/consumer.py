@@ -49,6 +49,7 @@ class ConsumerStatistics:
     replies_resent: int = 0
     orders: int = 0
     transient_retries: int = 0
+    own_echoes: int = 0
     poison: int = 0
     in_flight: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
@@ -93,15 +94,29 @@ class Processor:
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self._store.load(msg.client_id, msg.message_id)
             crash_point("after_dedupe_check")
+            if msg.kind == "operator" and loaded.own_echo:
+                self.stats.own_echoes += 1
+                return "own_echo"
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
                     return "duplicate"
-                await self._deliver(msg, loaded.marker.replies)
+                await self._deliver(msg, loaded.marker.replies, loaded.outbox_pending > 0)
                 self.stats.replies_resent += 1
                 return "resent"
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
-            transition = dialog.step(state, to_turn(msg), self._clock(), self._settings)
+            if msg.kind == "operator":
+                transition = dialog.operator_step(state, msg.text, self._clock(), self._settings)
+                if transition.state.step is dialog.Step.HANDOFF and (
+                    state is None or state.step is not dialog.Step.HANDOFF
+                ):
+                    log.info(
+                        "a human operator took over client %s; the bot stays silent",
+                        msg.client_id,
+                        extra={"message_id": msg.message_id, "client_id": msg.client_id},
+                    )
+            else:
+                transition = dialog.step(state, to_turn(msg), self._clock(), self._settings)
             extra: dict[str, str] = {}
             if transition.order is not None:
                 order_id = await self._orders.place(transition.order)
@@ -114,6 +129,7 @@ class Processor:
                     msg.client_id,
                     mask(transition.order.phone),
                     transition.order.quantity,
+                    extra={"message_id": msg.message_id, "client_id": msg.client_id},
                 )
             locale = transition.state.locale
             replies = tuple(dialog.render(r, locale, **extra) for r in transition.replies)
@@ -129,27 +145,35 @@ class Processor:
                 log.info(
                     "dialog of client %s changed concurrently; running the step again",
                     msg.client_id,
+                    extra={"message_id": msg.message_id, "client_id": msg.client_id},
                 )
                 continue
             if result is CommitResult.DUPLICATE:
                 continue  # processed meanwhile: the next load finds its marker
             step_name = str(transition.state.step)
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
-            await self._deliver(msg, replies)
+            await self._deliver(msg, replies, loaded.outbox_pending > 0)
             self.stats.processed += 1
             return "processed"
         raise TransientError(f"dialog of client {msg.client_id} kept changing under us")
 
-    async def _deliver(self, msg: QueuedMessage, replies: tuple[str, ...]) -> None:
-        """Send replies in order; park the rest in the outbox at the first transient failure."""
+    async def _deliver(
+        self, msg: QueuedMessage, replies: tuple[str, ...], behind_outbox: bool
+    ) -> None:
+        """Send replies in order; park the rest in the outbox at the first transient failure.
+
+        While earlier replies to this customer wait in the outbox (``behind_outbox``), these are
+        parked behind them instead of overtaking.
+        """
+        if behind_outbox and replies:
+            await self._outbox.park(
+                msg.client_id, msg.message_id, replies, reason="earlier replies pending"
+            )
+            replies = ()
+        own_ids: list[str] = []
         for i, text in enumerate(replies):
-            if await self._outbox.has_pending(msg.client_id):
-                await self._outbox.park(
-                    msg.client_id, msg.message_id, replies[i:], reason="earlier replies pending"
-                )
-                break
             try:
-                await self._sender.send(msg.client_id, text)
+                own_ids.append(await self._sender.send(msg.client_id, text))
             except PermanentError as exc:
                 await self._outbox.dead_letter(
                     msg.client_id, msg.message_id, text, reason=str(exc), attempts=1
@@ -158,7 +182,7 @@ class Processor:
                 await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason=str(exc))
                 break
         crash_point("after_send")
-        await self._store.mark_sent(msg.message_id)
+        await self._store.mark_sent(msg.message_id, tuple(own_ids))
 
 
 class ShardConsumers:
@@ -261,9 +285,15 @@ class ShardConsumers:
             msg = decode_queued(delivery.body)
         except InvalidInput as exc:
             stats.poison += 1
-            log.error("shard %d: dropping malformed message to the DLQ: %s", shard, exc)
+            log.error(
+                "shard %d: dropping malformed message to the DLQ: %s",
+                shard,
+                exc,
+                extra={"shard": shard},
+            )
             await sub.nack(delivery, requeue=False)
             return
+        ids = {"message_id": msg.message_id, "client_id": msg.client_id, "shard": shard}
         started = time.perf_counter()
         backoff = 0.1
         stats.in_flight += 1
@@ -281,6 +311,7 @@ class ShardConsumers:
                         msg.client_id,
                         exc,
                         backoff,
+                        extra=ids,
                     )
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
@@ -292,6 +323,7 @@ class ShardConsumers:
                         shard,
                         msg.message_id,
                         msg.client_id,
+                        extra=ids,
                     )
                     await sub.nack(delivery, requeue=True)
                     return
@@ -301,5 +333,10 @@ class ShardConsumers:
             stats.in_flight -= 1
             stats.processing_seconds_total += time.perf_counter() - started
         log.debug(
-            "shard %d message %s client %s: %s", shard, msg.message_id, msg.client_id, outcome
+            "shard %d message %s client %s: %s",
+            shard,
+            msg.message_id,
+            msg.client_id,
+            outcome,
+            extra={**ids, "outcome": outcome},
         )

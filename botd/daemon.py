@@ -13,7 +13,9 @@ unacked and are redelivered), the server stops, connections close.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,8 @@ from botd.state_store import StateStore, open_state_store
 from botd.webapp import WebDeps, create_app
 
 log = logging.getLogger("botd.daemon")
+
+SWITCH_INTERVAL = "0.0005"
 
 
 @dataclass
@@ -64,6 +68,7 @@ def settings_of(config: Config) -> dialog.DialogSettings:
         allowed_regions=d.allowed_regions,
         default_locale=d.default_locale,
         state_ttl_seconds=d.state_ttl_seconds,
+        handoff_seconds=d.handoff_seconds,
     )
 
 
@@ -92,6 +97,15 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.h11_max_incomplete_size = config.webhook.max_header_bytes
     hc.read_timeout = int(config.webhook.read_timeout_seconds)
     return hc
+
+
+def tune_runtime() -> None:
+    """Process-wide tuning for two busy threads sharing the GIL (measured: bench/bench_e2e.py).
+
+    A thread woken by I/O waits for the GIL until the other one drops it, at the latest after
+    the switch interval (5 ms by default); every bridge crossing pays it under load.
+    """
+    sys.setswitchinterval(float(os.environ.get("BOTD_TEST_SWITCH_INTERVAL", SWITCH_INTERVAL)))
 
 
 def warn_if_exposed(config: Config) -> bool:
@@ -265,6 +279,7 @@ async def serve(
 
 async def run(config: Config) -> None:
     """``botd run``: serve until SIGTERM or SIGINT; a second signal exits at once."""
+    tune_runtime()
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

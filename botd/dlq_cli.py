@@ -29,6 +29,7 @@ import trio
 from botd.bridge import open_bridge
 from botd.broker import Broker, Browsed, Browser, open_broker
 from botd.config import Config
+from botd.errors import InvalidInput
 from botd.inbound import decode_queued, shard_of
 from botd.outbox import KIND_HEADER, PUBLISH_TIMEOUT, DeadReply, OutboxBatch, wait_tiers
 
@@ -213,13 +214,25 @@ def main(config: Config, args: argparse.Namespace) -> int:
             return 0
         if command == "replay":
             chosen = entries if args.all else [_pick(entries, args.id)]
+            replayed = 0
             for entry in chosen:
-                await _replay(broker, browser, entry, config)
+                try:
+                    await _replay(broker, browser, entry, config)
+                except (InvalidInput, msgspec.MsgspecError) as exc:
+                    # Not replayable (e.g. a malformed customer message): say so, leave it in
+                    # the DLQ and go on with the others.
+                    print(
+                        f"botd dlq: cannot replay {entry.message.id[:12]} ({entry.kind}): {exc}; "
+                        "left in the DLQ",
+                        file=sys.stderr,
+                    )
+                    continue
+                replayed += 1
                 print(
                     f"replayed {entry.message.id[:12]} ({entry.kind}, customer {entry.client_id})"
                 )
-            print(f"{len(chosen)} message(s) replayed")
-            return 0
+            print(f"{replayed} message(s) replayed")
+            return 0 if replayed == len(chosen) else 1
         raise AssertionError(command)
 
     if command == "purge":

@@ -38,6 +38,7 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     contact_phone: str | None = None
     transport: str | None = None
     channel_id: int | None = None
+    kind: str = "customer"  # or "operator": a message sent to the customer from Chat2Desk
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,16 @@ def parse_webhook(body: bytes, *, received_at: float) -> QueuedMessage | Ignored
     msg_type = payload.get("type")
     if not isinstance(msg_type, str):
         raise InvalidInput("type: required, must be a string")
+    if hook_type == "outbox" and msg_type == "to_client":
+        # Sent to the customer from Chat2Desk: a human operator (→ hand-off) or botd's own echo;
+        # the consumer tells them apart by the message ids botd got back when it sent.
+        return QueuedMessage(
+            message_id=_id(payload, "message_id"),
+            client_id=_id(payload, "client_id"),
+            text=normalise_text(raw) if (raw := _opt_str(payload, "text")) else None,
+            received_at=received_at,
+            kind="operator",
+        )
     if hook_type is not None and hook_type != "inbox":
         return Ignored(f"hook_type={hook_type[:40]!r} is not a customer message", "hook_type")
     if msg_type != "from_client":

@@ -57,10 +57,37 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class HiccupsAreWarnings(logging.Filter):
+    """A service hiccup botd recovers from is a one-line warning, not an error with a traceback.
+
+    aiormq logs a remote connection close as an ERROR, then a WARNING with a full traceback; botd
+    reconnects by itself (and says so), and the health monitor reports a broker that stays down.
+    So aiormq's errors become warnings, and below ERROR an exception is summarised on the line.
+    """
+
+    RECOVERED_BY_BOTD = ("aiormq",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno > logging.WARNING
+            and record.name.split(".", 1)[0] in self.RECOVERED_BY_BOTD
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if record.exc_info and record.levelno < logging.ERROR:
+            exc = record.exc_info[1]
+            if exc is not None:
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Route every logger to stderr in the chosen format (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(HiccupsAreWarnings())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

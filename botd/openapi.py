@@ -19,8 +19,13 @@ def _answer(description: str, example: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def spec(*, path_token: bool = False, hmac_header: str | None = None) -> dict[str, Any]:
-    """The spec for a deployment (the webhook path depends on whether a path token is set)."""
+def spec(
+    *,
+    path_token: bool = False,
+    hmac_header: str | None = None,
+    hmac_timestamp_header: str | None = None,
+) -> dict[str, Any]:
+    """The spec for a deployment (path and headers depend on the authentication configured)."""
     webhook_path = "/webhook/chat2desk/{token}" if path_token else "/webhook/chat2desk"
     parameters: list[dict[str, Any]] = []
     if path_token:
@@ -33,14 +38,25 @@ def spec(*, path_token: bool = False, hmac_header: str | None = None) -> dict[st
                 "name": hmac_header,
                 "in": "header",
                 "required": True,
-                "description": "hex HMAC-SHA256 of the raw body",
+                "description": "hex HMAC-SHA256 of the raw body"
+                + (" prefixed with '<timestamp>.'" if hmac_timestamp_header else ""),
+                "schema": {"type": "string"},
+            }
+        )
+    if hmac_header and hmac_timestamp_header:
+        parameters.append(
+            {
+                "name": hmac_timestamp_header,
+                "in": "header",
+                "required": True,
+                "description": "signing time, unix seconds",
                 "schema": {"type": "string"},
             }
         )
     id_schema = {
         "oneOf": [
             {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
         ]
     }
     text_health = {"description": "liveness", "content": {"application/json": {}}}
@@ -88,6 +104,10 @@ def spec(*, path_token: bool = False, hmac_header: str | None = None) -> dict[st
                             "not JSON",
                             {"status": "error", "reason": "content type must be application/json"},
                         ),
+                        "431": _answer(
+                            "request head too large",
+                            {"status": "error", "reason": "request head larger than 16384 bytes"},
+                        ),
                         "503": _answer(
                             "broker unavailable or draining; retry",
                             {"status": "error", "reason": "retry later"},
@@ -133,7 +153,12 @@ def spec(*, path_token: bool = False, hmac_header: str | None = None) -> dict[st
                         "hook_type": {"type": "string", "nullable": True, "example": "inbox"},
                         "text": {"type": "string", "nullable": True},
                         "transport": {"type": "string", "nullable": True},
-                        "channel_id": {"type": "integer", "nullable": True},
+                        "channel_id": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 2**63 - 1,
+                            "nullable": True,
+                        },
                         "photo": {"type": "string", "nullable": True},
                         "coordinates": {"nullable": True},
                         "attachments": {"type": "array", "items": {}},

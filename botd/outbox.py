@@ -111,7 +111,17 @@ class Outbox:
             reason=reason,
         )
         await self._store.outbox_push(client_id, batch.id, ttl_seconds=OUTBOX_MAX_AGE_SECONDS)
-        await self.publish_batch(self._broker.topology.outbox, batch)
+        try:
+            await self.publish_batch(self._broker.topology.outbox, batch)
+        except BaseException:
+            # Not parked: take the entry back, or every later reply to this customer would
+            # queue behind a batch that is in no queue (the caller retries and parks anew).
+            with trio.CancelScope(shield=True), trio.move_on_after(PUBLISH_TIMEOUT):
+                try:
+                    await self._store.outbox_done(client_id, batch.id)
+                except TransientError as exc:
+                    log.warning("outbox: could not withdraw batch %s: %s", batch.id, exc)
+            raise
         self.parked += 1
         log.warning("replies to client %s parked in the outbox: %s", client_id, reason)
 
@@ -242,7 +252,8 @@ class OutboxRetrier:
         attempts = batch.attempts + 1
         while texts:
             try:
-                await self._sender.send_once(batch.client_id, texts[0])
+                own_id = await self._sender.send_once(batch.client_id, texts[0])
+                await self._store.record_own((own_id,))
             except PermanentError as exc:
                 await ob.dead_letter(
                     batch.client_id,

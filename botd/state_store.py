@@ -44,6 +44,7 @@ return 1
 
 _MARK_SENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '1') end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
 return 1
 """
 
@@ -67,6 +68,8 @@ class Loaded:
     version: int
     state: dict[str, Any] | None  # decoded state JSON; None when idle/absent/corrupt
     marker: Marker | None  # set when this message_id was processed already
+    outbox_pending: int = 0  # batches of this customer's replies waiting in the outbox
+    own_echo: bool = False  # message_id is one botd itself sent (an ``outbox`` webhook echo)
 
 
 def _redis_errors(exc: Exception) -> TransientError:
@@ -132,14 +135,16 @@ class StateStore:
     async def load(self, client_id: str, message_id: str) -> Loaded:
         """The dialog's version and state, and the marker if ``message_id`` was processed."""
 
-        async def load() -> tuple[Any, Any]:
+        async def load() -> tuple[Any, Any, Any, Any]:
             async with self._c().pipeline(transaction=False) as pipe:
                 pipe.hmget(self.dialog_key(client_id), "v", "s")
                 pipe.hmget(self.marker_key(message_id), "r", "sent")
-                dialog, marker = await pipe.execute()
-            return dialog, marker
+                pipe.llen(self.outbox_key(client_id))
+                pipe.exists(self.own_key(message_id))
+                dialog, marker, pending, own = await pipe.execute()
+            return dialog, marker, pending, own
 
-        (version, state_raw), (replies_raw, sent) = await self._run(load)
+        (version, state_raw), (replies_raw, sent), pending, own = await self._run(load)
         marker = None
         if replies_raw is not None:
             marker = Marker(tuple(json.loads(replies_raw)), sent == b"1")
@@ -150,7 +155,7 @@ class StateStore:
                 state = decoded if isinstance(decoded, dict) else None
             except ValueError:
                 log.warning("dialog state of client %s is not JSON; starting over", client_id)
-        return Loaded(int(version or 0), state, marker)
+        return Loaded(int(version or 0), state, marker, int(pending or 0), bool(own))
 
     async def commit(
         self,
@@ -180,11 +185,32 @@ class StateStore:
 
         return CommitResult(await self._run(commit))
 
-    async def mark_sent(self, message_id: str) -> None:
+    def own_key(self, chat2desk_message_id: str) -> str:
+        return f"{self._config.key_prefix}own:{chat2desk_message_id}"
+
+    async def mark_sent(self, message_id: str, own_ids: tuple[str, ...] = ()) -> None:
+        """Record that the replies of ``message_id`` went out, and the ids Chat2Desk gave them
+        (so their ``outbox`` webhook echoes are recognised as botd's own, not an operator's)."""
+        keys = [self.marker_key(message_id), *(self.own_key(i) for i in own_ids if i)]
+
         async def mark() -> None:
-            await self._mark_sent(keys=[self.marker_key(message_id)])
+            await self._mark_sent(keys=keys, args=[self._config.dedupe_ttl_seconds])
 
         await self._run(mark)
+
+    async def record_own(self, own_ids: tuple[str, ...]) -> None:
+        """Remember ids of messages botd sent outside a dialog step (the outbox retrier)."""
+        ids = [i for i in own_ids if i]
+        if not ids:
+            return
+
+        async def record() -> None:
+            async with self._c().pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.set(self.own_key(i), "1", ex=self._config.dedupe_ttl_seconds)
+                await pipe.execute()
+
+        await self._run(record)
 
     # ---- per-customer outbox order -----------------------------------------------------------
     def outbox_key(self, client_id: str) -> str:

@@ -54,7 +54,18 @@ _QUEUED = json.dumps({"status": "queued"})
 
 
 def _error(status: int, reason: str) -> Response:
-    return _answer(status, {"status": "error", "reason": reason})
+    response = _answer(status, {"status": "error", "reason": reason})
+    if status in (413, 431):
+        # The rest of the request may still be on the wire: tell the client this connection
+        # ends here, or it reuses it and its next request fails ("server disconnected").
+        response.headers["Connection"] = "close"
+    return response
+
+
+def head_size(method: str, raw_path: bytes, query: bytes, headers: Any) -> int:
+    """Bytes of an HTTP/1.1 request head as sent: request line and header lines."""
+    line = len(method) + 1 + len(raw_path) + (len(query) + 1 if query else 0) + len(" HTTP/1.1\r\n")
+    return line + sum(len(k) + 2 + len(v) + 2 for k, v in headers.items()) + 2
 
 
 def verify_signature(
@@ -103,6 +114,23 @@ def create_app(deps: WebDeps) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["RESPONSE_TIMEOUT"] = 60
     metrics = deps.metrics
+
+    @app.before_request
+    async def limit_head() -> Response | None:
+        # h11 only bounds a head that is still incomplete; one that arrives in a single read
+        # (up to 64 KiB) would pass, so max_header_bytes is enforced here as well.
+        scope = request.scope
+        size = head_size(
+            request.method,
+            scope.get("raw_path", b""),
+            scope.get("query_string", b""),
+            request.headers,
+        )
+        if size > cfg.max_header_bytes:
+            if request.path.startswith(WEBHOOK_PATH):
+                metrics.webhook_answered(431, 0.0)
+            return _error(431, f"request head larger than {cfg.max_header_bytes} bytes")
+        return None
 
     def answered(code: int, started: float) -> None:
         metrics.webhook_answered(code, time.perf_counter() - started)
@@ -183,6 +211,7 @@ def create_app(deps: WebDeps) -> QuartTrio:
         spec(
             path_token=bool(cfg.path_token),
             hmac_header=cfg.hmac_header if cfg.hmac_secret else None,
+            hmac_timestamp_header=cfg.hmac_timestamp_header or None,
         )
     )
 
@@ -205,7 +234,11 @@ def create_app(deps: WebDeps) -> QuartTrio:
             405: "method not allowed",
             413: f"body larger than {cfg.max_body_bytes} bytes",
         }
-        return _error(code, reasons.get(code, exc.name.lower()))
+        response = _error(code, reasons.get(code, exc.name.lower()))
+        allowed = getattr(exc, "valid_methods", None)
+        if code == 405 and allowed:  # a 405 must say what is allowed (RFC 9110 §15.5.6)
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -86,8 +87,23 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+def _rabbitmqctl(*args: str, timeout: float = 60) -> None:
+    """Run rabbitmqctl; on timeout kill its whole process group (the Erlang CLI included —
+    an orphaned CLI holds a distribution port and, piled up, wedges later rabbitmqctl calls)."""
+    proc = subprocess.Popen(
+        ["rabbitmqctl", "-q", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
 
 
 @pytest.fixture(scope="session")

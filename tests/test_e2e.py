@@ -9,7 +9,7 @@ import trio
 
 from botd.config import Config
 from botd.daemon import Running
-from botd.testing.fake_chat2desk import FakeChat2Desk
+from botd.testing.fake_chat2desk import FIRST_MESSAGE_ID, FakeChat2Desk
 from tests.helpers import HAPPY_PATH, inbox_payload, orders, post_webhook
 
 CLIENT = 17340089
@@ -89,3 +89,42 @@ async def test_health_version_and_metrics(running: Running) -> None:
         text = (await client.get(f"{running.url}/metrics")).text
     assert 'botd_webhook_requests_total{code="200"} 1.0' in text
     assert "botd_build_info" in text
+
+
+async def test_operator_takes_over_and_gives_back(running: Running, fake: FakeChat2Desk) -> None:
+    async with httpx.AsyncClient() as client:
+        await say(client, running, "Здравствуйте")
+        greeted = len(fake.texts_for(CLIENT))
+        # botd's own replies come back as outbox events: recognised by id, they change nothing.
+        own_id = FIRST_MESSAGE_ID  # the fake numbers delivered messages from this id on
+        await say(
+            client,
+            running,
+            "Здравствуйте! Я помогу оформить заказ.",
+            hook_type="outbox",
+            type="to_client",
+            message_id=own_id,
+            operator_id=41164,
+        )
+        assert running.consumers.stats.own_echoes == 1
+        await say(client, running, "ул. Токтогула 125")  # the dialog still runs
+        assert len(fake.texts_for(CLIENT)) == greeted + 1
+        # A human operator writes: the bot steps aside and stays silent.
+        await say(
+            client,
+            running,
+            "Добрый день, это Айгуль из магазина",
+            hook_type="outbox",
+            type="to_client",
+            operator_id=41164,
+        )
+        before = len(fake.texts_for(CLIENT))
+        await say(client, running, "0555 123 456")
+        await say(client, running, "сколько стоит?")
+        assert len(fake.texts_for(CLIENT)) == before
+        state = await running.store.load(str(CLIENT), "0")
+        assert state.state is not None and state.state["step"] == "handoff"
+        # The operator gives the customer back with /bot: the next message starts a new dialog.
+        await say(client, running, "/bot", hook_type="outbox", type="to_client", operator_id=41164)
+        await say(client, running, "Привет")
+        assert len(fake.texts_for(CLIENT)) > before

@@ -263,10 +263,21 @@ def test_contact_phone() -> None:
 # ---- ignored events ------------------------------------------------------------------------
 
 
-def test_outbox_echo_is_ignored() -> None:
+def test_outbox_to_client_is_queued_as_an_operator_event() -> None:
+    # A message sent to the customer from Chat2Desk: an operator (hand-off) or botd's own echo,
+    # which the consumer tells apart by the message ids botd got back when it sent.
     result = parse(
         inbox_payload(17340089, "Order #5", hook_type="outbox", type="to_client", operator_id=41164)
     )
+    assert isinstance(result, QueuedMessage)
+    assert result.kind == "operator"
+    assert result.client_id == "17340089"
+    assert result.text == "Order #5"
+
+
+@pytest.mark.parametrize("msg_type", ["autoreply", "system", "comment"])
+def test_other_outbox_events_are_ignored(msg_type: str) -> None:
+    result = parse(inbox_payload(17340089, "x", hook_type="outbox", type=msg_type))
     assert isinstance(result, Ignored)
     assert "outbox" in result.reason
 

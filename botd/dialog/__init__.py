@@ -15,7 +15,7 @@ from .model import (
     Turn,
 )
 from .state_codec import STATE_SCHEMA_VERSION, dump_state, load_state
-from .step import step
+from .step import operator_step, step
 from .texts import render, validate_messages
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Turn",
     "dump_state",
     "load_state",
+    "operator_step",
     "render",
     "step",
     "validate_messages",

@@ -96,3 +96,4 @@ class DialogSettings:
     allowed_regions: tuple[str, ...] = ()  # empty: any country
     default_locale: str = "ru"
     state_ttl_seconds: int = 86400
+    handoff_seconds: int = 86400  # silence after a human operator's last message

@@ -59,6 +59,8 @@ def step(state: DialogState | None, turn: Turn, now: float, settings: DialogSett
     """Advance the dialog of one customer by one message."""
     if state is None or state.step is Step.IDLE or not is_consistent(state):
         return _start(state, turn, now, settings, opening="greeting")
+    if state.step is Step.HANDOFF and now - state.updated_at > settings.handoff_seconds:
+        return _start(state, turn, now, settings, opening="dialog_expired")
     if is_expired(state, now, settings):
         return _start(state, turn, now, settings, opening="dialog_expired")
     if state.step is Step.HANDOFF:
@@ -69,6 +71,25 @@ def step(state: DialogState | None, turn: Turn, now: float, settings: DialogSett
     if command is not None:
         return _command(state, command, turn, now)
     return _HANDLERS[state.step](state, turn, now, settings)
+
+
+def operator_step(
+    state: DialogState | None, text: str | None, now: float, settings: DialogSettings
+) -> Transition:
+    """A human operator wrote to the customer in Chat2Desk: the bot steps aside, silently.
+
+    The dialog goes to HANDOFF (no replies) for ``settings.handoff_seconds`` after the operator's
+    last message; the operator's ``/bot`` gives the customer back (IDLE: the customer's next
+    message starts a new dialog). The bot never answers an operator.
+    """
+    locale = state.locale if state is not None else settings.default_locale
+    if match_command(text) is Command.BOT:
+        return Transition(_idle(locale, now), ())
+    started = state.started_at if state is not None and state.step is Step.HANDOFF else now
+    handoff = DialogState(
+        step=Step.HANDOFF, dialog_id="", locale=locale, started_at=started, updated_at=now
+    )
+    return Transition(handoff, ())
 
 
 def is_expired(state: DialogState, now: float, settings: DialogSettings) -> bool:
