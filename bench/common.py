@@ -13,10 +13,9 @@ import psycopg
 import redis
 
 from botd.bridge import open_bridge
-from botd.broker import open_broker
+from botd.broker import layout, open_broker
 from botd.config import Config, load_config
 from botd.migrate import apply_migrations
-from botd.outbox import wait_tiers
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "botd_bench"
@@ -57,9 +56,7 @@ async def bench_config(base_url: str, **env: str) -> AsyncIterator[Config]:
     finally:
         async with (
             open_bridge() as bridge,
-            open_broker(
-                bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
-            ) as b,
+            open_broker(bridge, config.rabbitmq, **layout(config)) as b,
         ):
             await b.connect_once()
             await b.delete_queues()

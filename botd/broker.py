@@ -27,7 +27,7 @@ import trio
 from pamqp.commands import Basic
 
 from botd.bridge import AsyncioBridge
-from botd.config import RabbitmqConfig
+from botd.config import Config, RabbitmqConfig
 from botd.errors import PermanentError, TransientError
 
 log = logging.getLogger("botd.broker")
@@ -56,6 +56,32 @@ class Topology:
 
     def outbox_wait(self, seconds: int) -> str:
         return f"{self.prefix}.outbox.wait.{seconds}s"
+
+    @property
+    def timers(self) -> str:
+        return f"{self.prefix}.timers"
+
+    def timer_wait(self, seconds: int) -> str:
+        return f"{self.prefix}.timer.wait.{seconds}s"
+
+
+def wait_tiers(max_backoff_seconds: int) -> tuple[int, ...]:
+    """The outbox's backoff delays: 1, 2, 4, … capped at ``max_backoff_seconds``."""
+    tiers = {
+        min(2**k, max_backoff_seconds) for k in range(32) if 2 ** (k - 1) < max_backoff_seconds
+    }
+    return tuple(sorted(tiers | {max_backoff_seconds}))
+
+
+def layout(config: Config) -> dict[str, tuple[int, ...]]:
+    """The delay queues a deployment needs, as keyword arguments of :func:`open_broker`."""
+    reminder = config.dialog.reminder_after_seconds
+    return {
+        "wait_tiers": wait_tiers(config.outbox.max_backoff_seconds),
+        "timer_delays": tuple(
+            sorted({reminder, max(1, config.dialog.state_ttl_seconds - reminder)})
+        ),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +142,17 @@ class Broker:
     """The process's single RabbitMQ connection, its publish channel and its subscriptions."""
 
     def __init__(
-        self, bridge: AsyncioBridge, config: RabbitmqConfig, *, wait_tiers: tuple[int, ...] = (1,)
+        self,
+        bridge: AsyncioBridge,
+        config: RabbitmqConfig,
+        *,
+        wait_tiers: tuple[int, ...] = (1,),
+        timer_delays: tuple[int, ...] = (),
     ) -> None:
         self._bridge = bridge
         self._config = config
         self._wait_tiers = wait_tiers
+        self._timer_delays = timer_delays
         self.topology = Topology(config.queue_prefix, config.shards)
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
@@ -196,6 +228,22 @@ class Broker:
                     **quorum,
                     **dead_letter,
                     "x-dead-letter-routing-key": t.outbox,
+                    "x-message-ttl": seconds * 1000,
+                },
+            )
+        await channel.queue_declare(
+            t.timers,
+            durable=True,
+            arguments={**quorum, **dead_letter, "x-single-active-consumer": True},
+        )
+        for seconds in self._timer_delays:
+            await channel.queue_declare(
+                t.timer_wait(seconds),
+                durable=True,
+                arguments={
+                    **quorum,
+                    **dead_letter,
+                    "x-dead-letter-routing-key": t.timers,
                     "x-message-ttl": seconds * 1000,
                 },
             )
@@ -302,6 +350,8 @@ class Broker:
             *(t.shard(i) for i in range(t.shards)),
             t.outbox,
             *(t.outbox_wait(s) for s in self._wait_tiers),
+            t.timers,
+            *(t.timer_wait(s) for s in self._timer_delays),
             t.dlq,
         ]
 
@@ -502,9 +552,13 @@ class Subscription:
 
 @asynccontextmanager
 async def open_broker(
-    bridge: AsyncioBridge, config: RabbitmqConfig, *, wait_tiers: tuple[int, ...] = (1,)
+    bridge: AsyncioBridge,
+    config: RabbitmqConfig,
+    *,
+    wait_tiers: tuple[int, ...] = (1,),
+    timer_delays: tuple[int, ...] = (),
 ) -> AsyncIterator[Broker]:
-    broker = Broker(bridge, config, wait_tiers=wait_tiers)
+    broker = Broker(bridge, config, wait_tiers=wait_tiers, timer_delays=timer_delays)
     try:
         yield broker
     finally:

@@ -24,9 +24,8 @@ import trio
 
 from botd import daemon, logs
 from botd.bridge import open_bridge
-from botd.broker import open_broker
+from botd.broker import layout, open_broker
 from botd.config import Config
-from botd.outbox import wait_tiers
 from botd.testing.fake_chat2desk import open_fake_chat2desk
 
 TOKEN = "botd-chat"  # noqa: S105 - the local sink's token, not a secret
@@ -113,9 +112,7 @@ async def chat(
     # The session's queues go away with it (orders stay in PostgreSQL).
     async with (
         open_bridge() as bridge,
-        open_broker(
-            bridge, cfg.rabbitmq, wait_tiers=wait_tiers(cfg.outbox.max_backoff_seconds)
-        ) as broker,
+        open_broker(bridge, cfg.rabbitmq, **layout(cfg)) as broker,
     ):
         await broker.connect_once()
         await broker.delete_queues()

@@ -235,6 +235,12 @@ class DialogConfig:
     state_ttl_seconds: int = _f(
         86400, "How long an unfinished dialog is kept.", check=_range(60, 30 * 86400)
     )
+    reminder_after_seconds: int = _f(
+        1800,
+        "A customer silent this long in the middle of a dialog gets one reminder; the dialog "
+        "closes politely after state_ttl_seconds.",
+        check=_range(1, 30 * 86400),
+    )
     handoff_seconds: int = _f(
         86400,
         "After a human operator writes to a customer, the bot stays silent this long "

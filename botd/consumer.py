@@ -35,6 +35,7 @@ from botd.logs import mask
 from botd.order_store import OrderStore
 from botd.outbox import Outbox
 from botd.state_store import CommitResult, StateStore
+from botd.timers import Timers
 
 log = logging.getLogger("botd.consumer")
 
@@ -50,6 +51,7 @@ class ConsumerStatistics:
     orders: int = 0
     transient_retries: int = 0
     own_echoes: int = 0
+    stale_timers: int = 0
     poison: int = 0
     in_flight: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
@@ -80,7 +82,9 @@ class Processor:
         outbox: Outbox,
         settings: dialog.DialogSettings,
         clock: Callable[[], float] = time.time,
+        timers: Timers | None = None,
     ) -> None:
+        self._timers = timers
         self._store = store
         self._orders = orders
         self._sender = sender
@@ -105,7 +109,19 @@ class Processor:
                 self.stats.replies_resent += 1
                 return "resent"
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
-            if msg.kind == "operator":
+            next_timer: str | None = None
+            if msg.kind in ("reminder", "expire"):
+                timer_transition = (
+                    dialog.timer_step(state, msg.kind, self._clock())
+                    if loaded.version == msg.version
+                    else None
+                )
+                if timer_transition is None:  # the customer wrote since: nothing to do
+                    self.stats.stale_timers += 1
+                    return "stale_timer"
+                transition = timer_transition
+                next_timer = "expire" if msg.kind == "reminder" else None
+            elif msg.kind == "operator":
                 transition = dialog.operator_step(state, msg.text, self._clock(), self._settings)
                 if transition.state.step is dialog.Step.HANDOFF and (
                     state is None or state.step is not dialog.Step.HANDOFF
@@ -117,6 +133,13 @@ class Processor:
                     )
             else:
                 transition = dialog.step(state, to_turn(msg), self._clock(), self._settings)
+                if transition.state.step in dialog.WAITING_STEPS:
+                    next_timer = "reminder"
+            if next_timer is not None and self._timers is not None:
+                # Scheduled before the commit, for the version the commit creates: a crash in
+                # between re-schedules the same timer (same id, deduplicated); a failed commit
+                # leaves a stale one, which does nothing.
+                await self._timers.schedule(msg.client_id, next_timer, loaded.version + 1)
             extra: dict[str, str] = {}
             if transition.order is not None:
                 order_id = await self._orders.place(transition.order)

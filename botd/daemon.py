@@ -26,7 +26,7 @@ import trio
 
 from botd import dialog, systemd
 from botd.bridge import open_bridge
-from botd.broker import Broker, open_broker
+from botd.broker import Broker, layout, open_broker
 from botd.chat_api import Sender, open_chat_api
 from botd.config import Config
 from botd.consumer import Processor, ShardConsumers
@@ -34,9 +34,10 @@ from botd.errors import TransientError
 from botd.health import HealthMonitor
 from botd.metrics import Metrics
 from botd.order_store import OrderStore, open_order_store
-from botd.outbox import Outbox, OutboxRetrier, wait_tiers
+from botd.outbox import Outbox, OutboxRetrier
 from botd.ratelimit import TokenBucket
 from botd.state_store import StateStore, open_state_store
+from botd.timers import TimerRouter, Timers
 from botd.webapp import WebDeps, create_app
 
 log = logging.getLogger("botd.daemon")
@@ -134,14 +135,13 @@ async def serve(
     warn_if_exposed(config)
     stop = trio.Event() if stop is None else stop
     metrics = Metrics()
-    tiers = wait_tiers(config.outbox.max_backoff_seconds)
     async with (
         open_bridge() as bridge,
         open_order_store(bridge, config.postgres) as orders,
         open_state_store(
             bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds
         ) as store,
-        open_broker(bridge, config.rabbitmq, wait_tiers=tiers) as broker,
+        open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
         open_chat_api(config.chat2desk) as api,
     ):
         await _check_schema(orders)
@@ -153,8 +153,18 @@ async def serve(
             max_attempts=config.outbox.max_attempts,
             max_backoff_seconds=config.outbox.max_backoff_seconds,
         )
+        reminder_after, expire_after = Timers.delays(
+            config.dialog.reminder_after_seconds, config.dialog.state_ttl_seconds
+        )
+        timers = Timers(broker, reminder_after=reminder_after, expire_after=expire_after)
+        timer_router = TimerRouter(broker)
         processor = Processor(
-            store=store, orders=orders, sender=sender, outbox=outbox, settings=settings_of(config)
+            store=store,
+            orders=orders,
+            sender=sender,
+            outbox=outbox,
+            settings=settings_of(config),
+            timers=timers,
         )
         consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
         retrier = OutboxRetrier(broker, outbox, store, sender)
@@ -211,6 +221,7 @@ async def serve(
                             for i in range(shards):
                                 await cn.start(consumers.serve_shard, i)
                             await cn.start(retrier.serve)
+                            await cn.start(timer_router.serve)
                             task_status.started()
                 finally:
                     consumers_done.set()
@@ -264,6 +275,7 @@ async def serve(
             draining = running.draining = True
             consumers.stop_taking()
             retrier.stop_taking()
+            timer_router.stop_taking()
             with trio.move_on_after(config.daemon.shutdown_timeout_seconds):
                 await consumers_done.wait()
             if not consumers_done.is_set():

@@ -27,11 +27,11 @@ import msgspec
 import trio
 
 from botd.bridge import open_bridge
-from botd.broker import Broker, Browsed, Browser, open_broker
+from botd.broker import Broker, Browsed, Browser, layout, open_broker
 from botd.config import Config
 from botd.errors import InvalidInput
 from botd.inbound import decode_queued, shard_of
-from botd.outbox import KIND_HEADER, PUBLISH_TIMEOUT, DeadReply, OutboxBatch, wait_tiers
+from botd.outbox import KIND_HEADER, PUBLISH_TIMEOUT, DeadReply, OutboxBatch
 
 BROWSE_LIMIT = 10_000
 
@@ -173,10 +173,9 @@ def _pick(entries: list[Entry], ident: str) -> Entry:
 async def _with_dlq(
     config: Config, action: Callable[[Broker, Browser, list[Entry]], Awaitable[int]]
 ) -> int:
-    tiers = wait_tiers(config.outbox.max_backoff_seconds)
     async with (
         open_bridge() as bridge,
-        open_broker(bridge, config.rabbitmq, wait_tiers=tiers) as broker,
+        open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
     ):
         await broker.connect_once()
         async with broker.browse(broker.topology.dlq, limit=BROWSE_LIMIT) as browser:
@@ -257,10 +256,9 @@ def _purge(config: Config, *, yes: bool) -> int:
             return 1
 
     async def purge() -> int:
-        tiers = wait_tiers(config.outbox.max_backoff_seconds)
         async with (
             open_bridge() as bridge,
-            open_broker(bridge, config.rabbitmq, wait_tiers=tiers) as broker,
+            open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
         ):
             await broker.connect_once()
             return await broker.purge(broker.topology.dlq)

@@ -38,7 +38,10 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     contact_phone: str | None = None
     transport: str | None = None
     channel_id: int | None = None
-    kind: str = "customer"  # or "operator": a message sent to the customer from Chat2Desk
+    # "customer"; "operator": a message sent to the customer from Chat2Desk; "reminder" and
+    # "expire": durable dialog timers (botd.timers), valid only at state ``version``.
+    kind: str = "customer"
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from botd.broker import Broker, Delivery, Subscription
+from botd.broker import Broker, Delivery, Subscription, wait_tiers
 from botd.chat_api import Sender
 from botd.errors import PermanentError, TransientError
 from botd.state_store import StateStore
 
 log = logging.getLogger("botd.outbox")
+
+__all__ = ["DeadReply", "Outbox", "OutboxBatch", "OutboxRetrier", "backoff_for", "wait_tiers"]
 
 OUTBOX_MAX_AGE_SECONDS = 7 * 24 * 3600
 KIND_HEADER = "x-botd-kind"
@@ -57,14 +59,6 @@ class DeadReply(msgspec.Struct, frozen=True, kw_only=True):
 
 _enc = msgspec.json.Encoder()
 _batch_dec = msgspec.json.Decoder(OutboxBatch)
-
-
-def wait_tiers(max_backoff_seconds: int) -> tuple[int, ...]:
-    """The distinct backoff delays: 1, 2, 4, … capped at ``max_backoff_seconds``."""
-    tiers = {
-        min(2**k, max_backoff_seconds) for k in range(32) if 2 ** (k - 1) < max_backoff_seconds
-    }
-    return tuple(sorted(tiers | {max_backoff_seconds}))
 
 
 def backoff_for(attempts: int, max_backoff_seconds: int) -> int:

@@ -24,10 +24,9 @@ import trio
 
 from botd import daemon
 from botd.bridge import AsyncioBridge, open_bridge
-from botd.broker import Broker, open_broker
+from botd.broker import Broker, layout, open_broker
 from botd.config import Config, load_config
 from botd.migrate import apply_migrations
-from botd.outbox import wait_tiers
 from botd.testing.fake_chat2desk import FakeChat2Desk, open_fake_chat2desk
 
 PG_ADMIN_DSN = os.environ.get(
@@ -185,9 +184,7 @@ async def bridge() -> AsyncIterator[AsyncioBridge]:
 async def broker(bridge: AsyncioBridge, config: Config) -> AsyncIterator[Broker]:
     """A connected broker with the test's topology declared; its queues are deleted afterwards."""
     async with (
-        open_broker(
-            bridge, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
-        ) as b,
+        open_broker(bridge, config.rabbitmq, **layout(config)) as b,
         trio.open_nursery() as nursery,
     ):
         await nursery.start(b.serve)
@@ -213,9 +210,7 @@ async def delete_queues(config: Config) -> None:
     with trio.CancelScope(shield=True):
         async with (
             open_bridge() as b,
-            open_broker(
-                b, config.rabbitmq, wait_tiers=wait_tiers(config.outbox.max_backoff_seconds)
-            ) as broker,
+            open_broker(b, config.rabbitmq, **layout(config)) as broker,
         ):
             await broker.connect_once()
             await broker.delete_queues()

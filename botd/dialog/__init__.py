@@ -15,11 +15,12 @@ from .model import (
     Turn,
 )
 from .state_codec import STATE_SCHEMA_VERSION, dump_state, load_state
-from .step import operator_step, step
+from .step import WAITING_STEPS, operator_step, step, timer_step
 from .texts import render, validate_messages
 
 __all__ = [
     "STATE_SCHEMA_VERSION",
+    "WAITING_STEPS",
     "DialogSettings",
     "DialogState",
     "OrderDraft",
@@ -32,5 +33,6 @@ __all__ = [
     "operator_step",
     "render",
     "step",
+    "timer_step",
     "validate_messages",
 ]

@@ -92,6 +92,30 @@ def operator_step(
     return Transition(handoff, ())
 
 
+WAITING_STEPS = (
+    Step.WAITING_ADDRESS,
+    Step.WAITING_PHONE,
+    Step.WAITING_QUANTITY,
+    Step.WAITING_CONFIRMATION,
+)
+
+
+def timer_step(state: DialogState | None, kind: str, now: float) -> Transition | None:
+    """A durable timer fired for a customer who went silent mid-dialog.
+
+    The caller has already checked that nothing happened since the timer was set (same state
+    version). ``kind`` "reminder": one nudge and the current question again, state unchanged
+    (the dialog's age still counts from the customer's last message); "expire": a polite
+    closing message and the dialog ends (IDLE).
+    Returns None when there is nothing to do (no dialog in progress).
+    """
+    if state is None or state.step not in WAITING_STEPS:
+        return None
+    if kind == "reminder":
+        return Transition(state, (Reply("reminder"), ask(state)))
+    return Transition(_idle(state.locale, now), (Reply("dialog_closed"),))
+
+
 def is_expired(state: DialogState, now: float, settings: DialogSettings) -> bool:
     """True when the state is older than the dialog TTL and must not be continued."""
     return now - state.updated_at > settings.state_ttl_seconds

@@ -57,6 +57,9 @@ REPLY_PARAMS: Mapping[str, frozenset[str]] = {
     "order_cancelled": _NONE,
     "nothing_to_cancel": _NONE,
     "handoff_started": _NONE,
+    # Timers: one reminder to a silent customer, then a polite close.
+    "reminder": _NONE,
+    "dialog_closed": _NONE,
 }
 
 

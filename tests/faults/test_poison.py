@@ -13,17 +13,15 @@ import psycopg
 import trio
 
 from botd.bridge import open_bridge
-from botd.broker import Broker, Browsed, open_broker
+from botd.broker import Broker, Browsed, layout, open_broker
 from botd.config import Config
 from botd.inbound import shard_of
-from botd.outbox import wait_tiers
 from tests.faults.support import DialogModel, Replies, botds, dialog_texts, say
 
 
 @asynccontextmanager
 async def connected_broker(config: Config) -> AsyncIterator[Broker]:
-    tiers = wait_tiers(config.outbox.max_backoff_seconds)
-    async with open_bridge() as bridge, open_broker(bridge, config.rabbitmq, wait_tiers=tiers) as b:
+    async with open_bridge() as bridge, open_broker(bridge, config.rabbitmq, **layout(config)) as b:
         await b.connect_once()
         yield b
 
