@@ -54,6 +54,7 @@ async def chat(
     read_line: Callable[[], str],
     out: TextIO,
     client_id: int | None = None,
+    echo: bool = False,
 ) -> int:
     """Run one console session; ``read_line`` returns '' at end of input."""
     session = secrets.token_hex(4)
@@ -82,6 +83,8 @@ async def chat(
                     if not line or line.strip() == "/quit":
                         print(file=out)
                         break
+                    if echo:  # input from a file or pipe: show it, so the output is a transcript
+                        print(line.rstrip("\n"), file=out)
                     handled_before = running.consumers.handled
                     body = {
                         "message_id": next(ids),
@@ -122,4 +125,5 @@ async def chat(
 def main(config: Config) -> int:
     if config.log.level in ("DEBUG", "INFO"):
         logs.configure("WARNING", config.log.format)  # keep the conversation readable
-    return trio.run(lambda: chat(config, read_line=sys.stdin.readline, out=sys.stdout))
+    echo = not sys.stdin.isatty()
+    return trio.run(lambda: chat(config, read_line=sys.stdin.readline, out=sys.stdout, echo=echo))
