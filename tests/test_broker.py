@@ -233,7 +233,7 @@ async def test_delete_queues_removes_the_topology(bridge: AsyncioBridge, config:
         await broker.connect_once()
         assert broker.connected
         names = broker.queue_names()
-        assert len(names) == 4  # one shard, outbox, one wait tier, dlq
+        assert len(names) == 5  # one shard, outbox, one wait tier, timers, dlq
         for name in names:
             assert await broker.queue_depth(name) == 0
         await broker.delete_queues()
