@@ -11,7 +11,6 @@ from bench.chaos import run_chaos
 from botd.config import Config
 from tests.faults.support import Replies
 
-
 # Posts cut off by a kill leave httpx's request-body async generator unfinished; its
 # ResourceWarning comes from the test's HTTP client, not from botd.
 IGNORE_CUT_POSTS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
