@@ -272,7 +272,7 @@ async def serve(
                 config.daemon.shutdown_timeout_seconds,
             )
             systemd.notify("STOPPING=1\nSTATUS=draining")
-            draining = running.draining = True
+            draining = running.draining = health.draining = True
             consumers.stop_taking()
             retrier.stop_taking()
             timer_router.stop_taking()
@@ -299,8 +299,10 @@ async def run(config: Config) -> None:
             async def watch_signals() -> None:
                 async for signum in signals:
                     if stop.is_set():
+                        # Unfinished messages are unacked: the broker redelivers them.
                         log.warning("second signal (%s): exiting now", signal.Signals(signum).name)
-                        raise SystemExit(1)
+                        logging.shutdown()
+                        os._exit(1)
                     log.info("received %s", signal.Signals(signum).name)
                     stop.set()
 

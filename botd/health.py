@@ -73,6 +73,7 @@ class HealthMonitor:
         self._clock = clock
         self.snapshot = HealthSnapshot()
         self.on_check: Callable[[HealthSnapshot], None] = lambda snap: None
+        self.draining = False
 
     async def _loop_alive(self) -> bool:
         try:
@@ -113,7 +114,9 @@ class HealthMonitor:
         def depth(value: int | None) -> str:
             return "?" if value is None else str(value)
 
-        if snap.healthy:
+        if self.draining:
+            head = "draining"
+        elif snap.healthy:
             head = "ready"
         else:
             down = [name for name, ok in snap.services.items() if not ok]
