@@ -94,7 +94,11 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
-    hc.keep_alive_timeout = config.webhook.keep_alive_timeout_seconds
+    # Hypercorn 0.18 applies only the keep-alive timeout to a request line that stalls half-way
+    # (slow-loris), so it must not exceed the read timeout.
+    hc.keep_alive_timeout = min(
+        config.webhook.keep_alive_timeout_seconds, config.webhook.read_timeout_seconds
+    )
     hc.h11_max_incomplete_size = config.webhook.max_header_bytes
     hc.read_timeout = int(config.webhook.read_timeout_seconds)
     return hc

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -55,9 +55,7 @@ _QUEUED = json.dumps({"status": "queued"})
 
 def _error(status: int, reason: str) -> Response:
     response = _answer(status, {"status": "error", "reason": reason})
-    if status in (413, 431):
-        # The rest of the request may still be on the wire: tell the client this connection
-        # ends here, or it reuses it and its next request fails ("server disconnected").
+    if status in (413, 431):  # the rest of this request may still be on the wire
         response.headers["Connection"] = "close"
     return response
 
@@ -132,6 +130,19 @@ def create_app(deps: WebDeps) -> QuartTrio:
             return _error(431, f"request head larger than {cfg.max_header_bytes} bytes")
         return None
 
+    @app.after_request
+    async def close_if_body_unread(response: Response) -> Response:
+        # A request whose body botd did not read (refused, 404/405, OPTIONS, 413 …) leaves that
+        # body unread or still on the wire; a client reusing the connection then got no answer
+        # to its next request (found by schemathesis: a read timeout). Such a connection ends.
+        has_body = (
+            bool(request.content_length)
+            or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        )
+        if has_body and not g.get("body_read", False):
+            response.headers["Connection"] = "close"
+        return response
+
     def answered(code: int, started: float) -> None:
         metrics.webhook_answered(code, time.perf_counter() - started)
 
@@ -150,6 +161,7 @@ def create_app(deps: WebDeps) -> QuartTrio:
             return _error(415, "content type must be application/json")
         body = await request.get_data(cache=False, as_text=False)
         assert isinstance(body, bytes)
+        g.body_read = True
         refusal = check_signature(cfg, body, request.headers, time.time())
         if refusal is not None:
             answered(401, started)
