@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -564,3 +564,63 @@ async def open_broker(
     finally:
         with trio.CancelScope(shield=True):
             await bridge.run(broker._aio_close)
+
+
+class QueueWorker:
+    """Consumes one queue for as long as it runs: waits for the broker, subscribes, hands each
+    delivery to ``handle`` (which acks or nacks it), and subscribes again with capped backoff
+    when the channel or connection is lost. :meth:`stop_taking` ends it between deliveries."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        handle: Callable[[Subscription, Delivery], Awaitable[None]],
+        *,
+        prefetch: int,
+        name: str,
+    ) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._handle = handle
+        self._prefetch = prefetch
+        self._name = name
+        self._stopping = False
+        self._wait_scope: trio.CancelScope | None = None
+
+    def stop_taking(self) -> None:
+        self._stopping = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        backoff = 0.2
+        while not self._stopping:
+            with trio.CancelScope() as self._wait_scope:
+                await self._broker.wait_connected()
+            if self._stopping:
+                break
+            try:
+                async with self._broker.subscribe(self._queue, prefetch=self._prefetch) as sub:
+                    backoff = 0.2
+                    if not started:
+                        started = True
+                        task_status.started()
+                    while not self._stopping:
+                        delivery: Delivery | None = None
+                        with trio.CancelScope() as self._wait_scope:
+                            delivery = await sub.receive()
+                        if delivery is None:
+                            if self._stopping:
+                                break
+                            raise TransientError(f"{self._name} channel closed")
+                        await self._handle(sub, delivery)
+            except TransientError as exc:
+                if self._stopping:
+                    break
+                log.warning("%s: %s; resubscribing in %.1fs", self._name, exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if not started:
+            task_status.started()

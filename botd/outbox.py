@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from botd.broker import Broker, Delivery, Subscription, wait_tiers
+from botd.broker import Broker, Delivery, QueueWorker, Subscription, wait_tiers
 from botd.chat_api import Sender
 from botd.errors import PermanentError, TransientError
 from botd.state_store import StateStore
@@ -167,45 +167,11 @@ class OutboxRetrier:
         self._outbox = outbox
         self._store = store
         self._sender = sender
-        self._stopping = False
-        self._wait_scope: trio.CancelScope | None = None
-
-    def stop_taking(self) -> None:
-        self._stopping = True
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        backoff = 0.2
-        while not self._stopping:
-            with trio.CancelScope() as self._wait_scope:
-                await self._broker.wait_connected()
-            if self._stopping:
-                break
-            try:
-                async with self._broker.subscribe(self._broker.topology.outbox, prefetch=1) as sub:
-                    backoff = 0.2
-                    if not started:
-                        started = True
-                        task_status.started()
-                    while not self._stopping:
-                        delivery: Delivery | None = None
-                        with trio.CancelScope() as self._wait_scope:
-                            delivery = await sub.receive()
-                        if delivery is None:
-                            if self._stopping:
-                                break
-                            raise TransientError("outbox channel closed")
-                        await self._handle(sub, delivery)
-            except TransientError as exc:
-                if self._stopping:
-                    break
-                log.warning("outbox retrier: %s; resubscribing in %.1fs", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        if not started:
-            task_status.started()
+        self._worker = QueueWorker(
+            broker, broker.topology.outbox, self._handle, prefetch=1, name="outbox retrier"
+        )
+        self.stop_taking = self._worker.stop_taking
+        self.serve = self._worker.serve
 
     async def _handle(self, sub: Subscription, delivery: Delivery) -> None:
         try:

@@ -15,10 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-import trio
-
-from botd.broker import Broker, Delivery, Subscription
-from botd.errors import TransientError
+from botd.broker import Broker, Delivery, QueueWorker, Subscription
 from botd.inbound import QueuedMessage, decode_queued, encode_queued, shard_of
 
 log = logging.getLogger("botd.timers")
@@ -64,47 +61,12 @@ class TimerRouter:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._stopping = False
-        self._wait_scope: trio.CancelScope | None = None
         self.routed = 0
-
-    def stop_taking(self) -> None:
-        self._stopping = True
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        backoff = 0.2
-        topology = self._broker.topology
-        while not self._stopping:
-            with trio.CancelScope() as self._wait_scope:
-                await self._broker.wait_connected()
-            if self._stopping:
-                break
-            try:
-                async with self._broker.subscribe(topology.timers, prefetch=50) as sub:
-                    backoff = 0.2
-                    if not started:
-                        started = True
-                        task_status.started()
-                    while not self._stopping:
-                        delivery: Delivery | None = None
-                        with trio.CancelScope() as self._wait_scope:
-                            delivery = await sub.receive()
-                        if delivery is None:
-                            if self._stopping:
-                                break
-                            raise TransientError("timer channel closed")
-                        await self._route(sub, delivery)
-            except TransientError as exc:
-                if self._stopping:
-                    break
-                log.warning("timer router: %s; resubscribing in %.1fs", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        if not started:
-            task_status.started()
+        self._worker = QueueWorker(
+            broker, broker.topology.timers, self._route, prefetch=50, name="timer router"
+        )
+        self.stop_taking = self._worker.stop_taking
+        self.serve = self._worker.serve
 
     async def _route(self, sub: Subscription, delivery: Delivery) -> None:
         try:

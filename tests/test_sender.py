@@ -102,7 +102,7 @@ def gaps(times: list[float]) -> list[float]:
 
 # ---- classification --------------------------------------------------------------------------
 
-RETRY_DATE = formatdate(time.time() + 30, usegmt=True)
+RETRY_DATE = "<an HTTP date 30 s from now>"  # made when the test runs, not at collection
 
 
 @pytest.mark.parametrize(
@@ -136,6 +136,12 @@ RETRY_DATE = formatdate(time.time() + 30, usegmt=True)
 async def test_chat_api_classifies_answers(
     response: Step, expected: str | type[Exception], retry_after: float | None
 ) -> None:
+    if isinstance(response, httpx.Response) and response.headers.get("Retry-After") == RETRY_DATE:
+        response = httpx.Response(
+            response.status_code,
+            content=response.content,
+            headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)},
+        )
     scripted = Scripted([response])
     async with httpx.AsyncClient(transport=httpx.MockTransport(scripted)) as client:
         api = ChatApi(c2d_config(), client)
