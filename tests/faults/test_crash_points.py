@@ -9,6 +9,7 @@ was not yet marked sent), the dialog continues where it was, and there is exactl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import httpx
@@ -59,7 +60,10 @@ async def test_crash_at_point_then_restart_keeps_exactly_one_order(
             await replies.wait(cid, len(expected))
 
         crashed = model.turn(texts[turn])
-        await say(http, first.url, cid, texts[turn])  # answered 200: it must not be lost
+        # Answered 200, it must not be lost. The consumer can also take it and die before the
+        # webhook's answer is flushed (DESIGN §5): then it is queued all the same.
+        with contextlib.suppress(httpx.TransportError):
+            await say(http, first.url, cid, texts[turn])
         assert await first.wait_exit() == -9, "\n".join(first.lines[-20:])
         sent_before_crash = replies.count(cid) - len(expected)
         # Replies go out before the marker is marked sent: only after_send has sent them.
