@@ -8,14 +8,21 @@ asks for, stores the new state (:func:`dump_state`) and sends the replies render
 from .model import (
     DialogSettings,
     DialogState,
+    Event,
+    Field,
+    OperatorMessage,
+    OrderCancel,
     OrderDraft,
+    Pending,
     Reply,
     Step,
+    TimerFired,
+    TimerKind,
     Transition,
     Turn,
 )
 from .state_codec import STATE_SCHEMA_VERSION, dump_state, load_state
-from .step import WAITING_STEPS, operator_step, step, timer_step
+from .step import WAITING_STEPS, handle, operator_step, step, timer_step
 from .texts import render, validate_messages
 
 __all__ = [
@@ -23,12 +30,20 @@ __all__ = [
     "WAITING_STEPS",
     "DialogSettings",
     "DialogState",
+    "Event",
+    "Field",
+    "OperatorMessage",
+    "OrderCancel",
     "OrderDraft",
+    "Pending",
     "Reply",
     "Step",
+    "TimerFired",
+    "TimerKind",
     "Transition",
     "Turn",
     "dump_state",
+    "handle",
     "load_state",
     "operator_step",
     "render",

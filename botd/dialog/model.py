@@ -1,7 +1,9 @@
-"""Frozen values of the dialog core: what comes in, what the dialog remembers, what it asks for.
+"""Frozen values of the dialog core: what comes in, what the dialog remembers, what it decides.
 
-Nothing here does I/O. The consumer turns a queued webhook into a :class:`Turn`, calls
-:func:`botd.dialog.step`, and executes the :class:`Transition` it gets back.
+Nothing here does I/O. The consumer turns a queued message into an :data:`Event` (a customer's
+:class:`Turn`, an operator's :class:`OperatorMessage` or a :class:`TimerFired`), calls
+:func:`botd.dialog.handle`, and executes the :class:`Transition` it gets back: store the state,
+place or cancel the order it names, schedule the timer it asks for, send its replies.
 """
 
 from __future__ import annotations
@@ -13,12 +15,27 @@ from enum import StrEnum
 class Step(StrEnum):
     """Where a customer is in the order dialog."""
 
-    IDLE = "idle"  # no dialog in progress (DESIGN §1 INITIAL)
+    IDLE = "idle"  # no dialog in progress
     WAITING_ADDRESS = "waiting_address"
     WAITING_PHONE = "waiting_phone"
     WAITING_QUANTITY = "waiting_quantity"
     WAITING_CONFIRMATION = "waiting_confirmation"
     HANDOFF = "handoff"  # a human operator answers; the bot stays silent until "/bot" or the TTL
+
+
+class Field(StrEnum):
+    """A value of the order."""
+
+    ADDRESS = "address"
+    PHONE = "phone"
+    QUANTITY = "quantity"
+
+
+class TimerKind(StrEnum):
+    """The durable timers of a dialog: one reminder to a silent customer, then a polite close."""
+
+    REMINDER = "reminder"
+    EXPIRE = "expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +53,37 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorMessage:
+    """A human operator wrote to the customer in Chat2Desk (not one of the bot's own replies)."""
+
+    message_id: str
+    client_id: str
+    text: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A durable timer came due, and nothing happened in the dialog since it was set."""
+
+    message_id: str
+    client_id: str
+    kind: TimerKind
+    at: float
+
+
+Event = Turn | OperatorMessage | TimerFired
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A doubtful value the bot asked the customer to confirm before recording it."""
+
+    field: Field
+    value: str  # the address text, or the quantity as digits
+
+
+@dataclass(frozen=True, slots=True)
 class DialogState:
     """What the dialog remembers about one customer between turns."""
 
@@ -50,14 +98,21 @@ class DialogState:
     # True while one field is asked again from the summary (WAITING_ADDRESS/PHONE/QUANTITY):
     # a valid answer then returns to WAITING_CONFIRMATION instead of continuing the chain.
     editing: bool = False
+    # A doubtful value awaiting the customer's yes ("Это адрес доставки: «…»?").
+    pending: Pending | None = None
+    # After a bare "no" at the summary the bot asked what to change (or whether to cancel).
+    asked_what_to_change: bool = False
+    # The order this customer placed last (its idempotency key) and when, for a late cancel.
+    last_order_key: str | None = None
+    last_order_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A message to send to the customer: a key of the message table and its parameters.
 
-    When the transition carries an order, the consumer renders its replies with the extra
-    parameter ``order_id`` (the number PostgreSQL gave the order).
+    When the transition places or cancels an order, the consumer renders its replies with the
+    extra parameter ``order_id`` (the number PostgreSQL gave the order).
     """
 
     key: str
@@ -76,16 +131,31 @@ class OrderDraft:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
-    """The result of one turn: the state to store, the replies to send, the order to create.
+class OrderCancel:
+    """The customer cancels the order placed under ``idempotency_key`` (idempotent)."""
 
-    ``replies`` is never empty, except while a human operator has the conversation
-    (``state.step is Step.HANDOFF``): then the bot deliberately says nothing.
+    idempotency_key: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The result of one event: the state to store and the effects to carry out.
+
+    ``replies`` is empty only when the bot deliberately says nothing (a human operator has the
+    conversation). With ``cancel``, ``replies`` are sent when the order is (or already was)
+    cancelled and ``refused_replies`` when it cannot be (already handed to delivery, or unknown).
+    ``timer``: schedule this timer for the state this transition commits (the consumer drops it
+    when the state changed meanwhile).
     """
 
     state: DialogState
     replies: tuple[Reply, ...]
     order: OrderDraft | None = None
+    cancel: OrderCancel | None = None
+    refused_replies: tuple[Reply, ...] = ()
+    timer: TimerKind | None = None
+    handoff_started: bool = False  # a human operator took (or was asked to take) the dialog
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +167,4 @@ class DialogSettings:
     default_locale: str = "ru"
     state_ttl_seconds: int = 86400
     handoff_seconds: int = 86400  # silence after a human operator's last message
+    cancel_window_seconds: int = 900  # a placed order can be cancelled from the chat this long

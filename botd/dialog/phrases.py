@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from enum import Enum, StrEnum
 from typing import TypeVar
 
+from .model import Field
+
 __all__ = [
     "LOCALES",
     "Answer",
@@ -199,14 +201,6 @@ _LOCALE_OF_COMMAND = {
 def command_locale(command: Command) -> str | None:
     """The locale a language-switch command selects, else None."""
     return _LOCALE_OF_COMMAND.get(command)
-
-
-class Field(StrEnum):
-    """A value of the order that can be changed from the summary."""
-
-    ADDRESS = "address"
-    PHONE = "phone"
-    QUANTITY = "quantity"
 
 
 EDIT_PHRASES: dict[Field, tuple[str, ...]] = {

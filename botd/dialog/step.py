@@ -21,12 +21,24 @@ import dataclasses
 from collections.abc import Callable
 
 from . import parse
-from .model import DialogSettings, DialogState, OrderDraft, Reply, Step, Transition, Turn
+from .model import (
+    DialogSettings,
+    DialogState,
+    Event,
+    Field,
+    OperatorMessage,
+    OrderDraft,
+    Reply,
+    Step,
+    TimerFired,
+    TimerKind,
+    Transition,
+    Turn,
+)
 from .phrases import (
     LOCALES,
     Answer,
     Command,
-    Field,
     classify_answer,
     command_locale,
     detect_locale,
@@ -35,7 +47,24 @@ from .phrases import (
     normalize_locale,
 )
 
-__all__ = ["ask", "is_consistent", "is_expired", "step"]
+__all__ = ["ask", "handle", "is_consistent", "is_expired", "step"]
+
+
+def handle(
+    state: DialogState | None, event: Event, now: float, settings: DialogSettings
+) -> Transition | None:
+    """The dialog's decision for one event: a customer turn, an operator message, a timer.
+
+    Returns None only for a timer with nothing to do (no dialog in progress).
+    """
+    if isinstance(event, TimerFired):
+        return timer_step(state, event.kind, now)
+    if isinstance(event, OperatorMessage):
+        return operator_step(state, event.text, now, settings)
+    transition = step(state, event, now, settings)
+    if transition.state.step in WAITING_STEPS:
+        return dataclasses.replace(transition, timer=TimerKind.REMINDER)
+    return transition
 
 _NEXT = {
     Step.WAITING_ADDRESS: Step.WAITING_PHONE,
@@ -112,7 +141,7 @@ def timer_step(state: DialogState | None, kind: str, now: float) -> Transition |
     if state is None or state.step not in WAITING_STEPS:
         return None
     if kind == "reminder":
-        return Transition(state, (Reply("reminder"), ask(state)))
+        return Transition(state, (Reply("reminder"), ask(state)), timer=TimerKind.EXPIRE)
     return Transition(_idle(state.locale, now), (Reply("dialog_closed"),))
 
 
