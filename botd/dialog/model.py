@@ -100,6 +100,11 @@ class DialogState:
     editing: bool = False
     # A doubtful value awaiting the customer's yes ("Это адрес доставки: «…»?").
     pending: Pending | None = None
+    # True once the customer's words (or Chat2Desk, or a switch) told the language; until then
+    # the next message that tells one switches to it.
+    locale_sure: bool = False
+    # The first part of an address given in pieces ("Токмок", then "ул. Ленина 5").
+    address_part: str | None = None
     # After a bare "no" at the summary the bot asked what to change (or whether to cancel).
     asked_what_to_change: bool = False
     # The order this customer placed last (its idempotency key) and when, for a late cancel.

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_QUANTITY",
     "MIN_ADDRESS_CHARS",
     "MIN_QUANTITY",
+    "describe_regions",
     "format_location",
     "parse_address",
     "parse_phone",
@@ -78,12 +79,12 @@ def parse_phone(raw: str, default_region: str, allowed_regions: tuple[str, ...])
         return invalid
     allowed = tuple(region.upper() for region in allowed_regions)
     if allowed and phonenumbers.region_code_for_number(number) not in allowed:
-        return Reply("phone_region_not_allowed", (("countries", _describe_regions(allowed)),))
+        return Reply("phone_region_not_allowed", (("countries", describe_regions(allowed)),))
     e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return e164
 
 
-def _describe_regions(regions: tuple[str, ...]) -> str:
+def describe_regions(regions: tuple[str, ...]) -> str:
     """ "+996 (KG), +7 (KZ)": readable in every locale without a table of country names."""
     parts = []
     for region in regions:

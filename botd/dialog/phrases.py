@@ -26,6 +26,7 @@ __all__ = [
     "detect_locale",
     "match_command",
     "match_edit",
+    "match_slash",
     "normalize_locale",
     "tokens",
 ]
@@ -176,6 +177,17 @@ _COMMAND_FILLERS = frozenset(
 )  # fmt: skip
 
 _COMMAND_BY_PHRASE = _index(COMMAND_PHRASES, _COMMAND_FILLERS)
+
+
+def match_slash(text: str | None) -> Command | None:
+    """The slash command this message is ("/start", "/bot@shop_bot"), if it is one."""
+    if text is None:
+        return None
+    stripped = unicodedata.normalize("NFKC", text).strip().casefold()
+    if not stripped.startswith("/"):
+        return None
+    head = stripped.split()[0].split("@")[0]  # "/start@shop_bot payload" → "/start"
+    return _SLASH.get(head)
 
 
 def match_command(text: str | None) -> Command | None:

@@ -28,24 +28,38 @@ _SUMMARY = frozenset({"address", "phone", "quantity"})
 REPLY_PARAMS: Mapping[str, frozenset[str]] = {
     # Openings (each followed by the first question).
     "greeting": _NONE,
+    "greeting_again": _NONE,
     "dialog_expired": _NONE,
     "restarted": _NONE,
     "bot_resumed": _NONE,
     # The questions.
     "ask_address": _NONE,
+    "ask_address_detail": frozenset({"part"}),
     "ask_phone": _NONE,
     "ask_quantity": _QUANTITY,
     "ask_confirmation": _SUMMARY,
-    # Why an answer was not accepted (each followed by the same question again).
-    "address_too_short": frozenset({"min_chars"}),
+    "confirm_address": frozenset({"address"}),
+    "confirm_quantity": frozenset({"quantity"}),
+    # Why an answer was not taken (each followed by the question again).
+    "address_asked_again": _NONE,
+    "address_not_understood": _NONE,
+    "address_expected": _NONE,
     "address_too_long": frozenset({"max_chars"}),
     "phone_invalid": _NONE,
+    "phone_expected": _NONE,
+    "phone_which": _NONE,
     "phone_region_not_allowed": frozenset({"countries"}),
     "quantity_not_a_number": _NONE,
     "quantity_not_whole": _NONE,
     "quantity_out_of_range": _QUANTITY,
+    "quantity_which": _NONE,
+    "pending_unclear": _NONE,
     "confirm_unclear": _NONE,
     "text_expected": _NONE,
+    # Changing the order from the summary.
+    "what_to_change": _NONE,
+    "edit_field": _NONE,
+    "value_updated": _NONE,
     # Help for the current question (followed by the question).
     "help_address": _NONE,
     "help_phone": _NONE,
@@ -55,11 +69,25 @@ REPLY_PARAMS: Mapping[str, frozenset[str]] = {
     # Endings.
     "order_created": frozenset({"order_id"}),  # order_id is given by the consumer to render()
     "order_cancelled": _NONE,
+    "placed_order_cancelled": frozenset({"order_id"}),  # likewise
+    "order_cancel_too_late": _NONE,
     "nothing_to_cancel": _NONE,
     "handoff_started": _NONE,
+    # Small talk.
+    "you_are_welcome": _NONE,
+    "you_are_welcome_short": _NONE,
+    "ok_later": _NONE,
     # Timers: one reminder to a silent customer, then a polite close.
     "reminder": _NONE,
     "dialog_closed": _NONE,
+    # The shop's answers to common questions (edit them in messages.toml).
+    "answer_price": _NONE,
+    "answer_delivery": _NONE,
+    "answer_hours": _NONE,
+    "answer_area": _NONE,
+    "answer_payment": _NONE,
+    "answer_bottle": _NONE,
+    "answer_other": _NONE,
 }
 
 

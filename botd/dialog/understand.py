@@ -1,0 +1,1092 @@
+"""Reading one customer message whole: every intent and every value it holds.
+
+:func:`read` is pure and deterministic. It never decides what to do next (that is
+:mod:`.step`); it reports what is in the message:
+
+- intents that apply anywhere: cancel, restart, a person, help, a question (and its topic), a
+  greeting, thanks, "later", an order request, yes/no, a correction and which fields it names;
+- every value: phones (``phonenumbers``' matcher, so a number anywhere in the text is found),
+  a quantity (digits or number words in ru/ky/en, with units and fillers, the bottle size told
+  apart: "2 по 19 л" is 2), an address-like text with a quality (strong, needs a house number,
+  a city alone, doubtful);
+- the language the words are in.
+
+How: the message is cut into clauses (by line breaks, ``;!?``, commas and sentence full stops,
+never inside numbers or after abbreviations like "ул."), each clause into tokens; quantities and
+phones are taken out first, what remains of each clause is classified, and adjacent
+address-like clauses are joined back into one address with the customer's own spelling.
+Lexicons live in :mod:`.lexicon`; fuzzy matching (rapidfuzz) forgives one typo in longer words.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+import phonenumbers
+from rapidfuzz import fuzz, process
+
+from . import lexicon as lx
+from .model import Field
+
+__all__ = [
+    "AddressQuality",
+    "Reading",
+    "Topic",
+    "fold",
+    "read",
+]
+
+
+class AddressQuality(IntEnum):
+    """How much a text looks like a delivery address (higher is better)."""
+
+    NONE = 0
+    DOUBTFUL = 1  # some place-like words, nothing that makes it an address: asked back
+    CITY_ONLY = 2  # a city/district alone: the street and house are asked for
+    NEEDS_HOUSE = 3  # a street without a number: the house is asked for
+    STRONG = 4  # a street/place with a number, a microdistrict, a landmark phrase
+
+
+class Topic(StrEnum):
+    PRICE = "price"
+    DELIVERY = "delivery"
+    HOURS = "hours"
+    AREA = "area"
+    PAYMENT = "payment"
+    BOTTLE = "bottle"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Everything found in one message."""
+
+    phones: tuple[str, ...] = ()  # valid numbers in E.164, in order of appearance
+    phone_rejected: bool = False  # digits that look like a phone but are not a valid one
+    phone_region_blocked: bool = False  # a valid number from a country not allowed
+    quantity: int | None = None  # a clear count (may be out of range: check it)
+    quantity_doubtful: int | None = None  # "пару", "a couple": to be asked back
+    quantity_conflict: bool = False  # two different counts ("3 или 4")
+    quantity_fraction: bool = False  # "2.5"
+    swap: tuple[int, int] | None = None  # "не 12, а 21", "вместо 4 давайте 6": (old, new)
+    address: str | None = None
+    address_quality: AddressQuality = AddressQuality.NONE
+    address_detail_only: bool = False  # "кв 12", "подъезд 2": a part to add to an address
+    cancel: bool = False
+    restart: bool = False
+    handoff: bool = False
+    help: bool = False
+    bot: bool = False  # "бот", "/bot": back to the bot
+    locale_switch: str | None = None
+    question: Topic | None = None
+    greeting: bool = False
+    thanks: bool = False
+    later: bool = False
+    request: bool = False  # "хочу воды", "суу керек", "I want to order"
+    yes: bool = False
+    no: bool = False
+    hedge: bool = False  # "но", "not sure": a yes that is not a clear yes
+    starts_yes: bool = False  # the message opens with a yes ("yes, sorry, was busy")
+    correction: bool = False
+    fields: frozenset[Field] = frozenset()  # fields named ("адрес", "телефон", "количество")
+    other_words: int = 0  # words nothing above accounts for
+    locale: str | None = None  # the language of the words, when they tell
+    empty: bool = True  # no words at all (emoji, punctuation)
+
+    @property
+    def has_value(self) -> bool:
+        return bool(
+            self.phones
+            or self.quantity is not None
+            or self.quantity_doubtful is not None
+            or self.address_quality >= AddressQuality.NEEDS_HOUSE
+            or self.address_detail_only
+        )
+
+
+# -- normalisation ---------------------------------------------------------------------------
+
+_PLAIN = str.maketrans({"ң": "н", "ө": "о", "ү": "у", "ё": "е", "һ": "х", "ә": "а", "’": "'"})
+
+
+def fold(word: str) -> str:
+    """Case-folded, Kyrgyz letters and ё made plain: how words are compared."""
+    return word.casefold().translate(_PLAIN)
+
+
+def _fold_all(words: frozenset[str] | tuple[str, ...] | set[str]) -> frozenset[str]:
+    return frozenset(fold(w) for w in words)
+
+
+def _phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    out = []
+    for phrase in phrases:
+        words = tuple(fold(t) for t in _WORD_RE.findall(unicodedata.normalize("NFKC", phrase)))
+        if words:
+            out.append(words)
+    return tuple(sorted(set(out), key=len, reverse=True))
+
+
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+_TOKEN_RE = re.compile(r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?|[^\W\d_]+(?:['-][^\W\d_]+)*")
+
+YES = _fold_all(lx.YES)
+NO = _fold_all(lx.NO)
+HEDGES = _fold_all(lx.HEDGES)
+GREETINGS = _fold_all(lx.GREETINGS)
+THANKS = _fold_all(lx.THANKS)
+REQUEST = _fold_all(lx.ORDER_REQUEST)
+CORRECTION = _fold_all(lx.CORRECTION)
+HANDOFF_WORDS = _fold_all(lx.HANDOFF_WORDS)
+HANDOFF_REQUEST = _fold_all(lx.HANDOFF_REQUEST)
+BOT_WORDS = _fold_all(lx.BOT_WORDS)
+MARKERS = _fold_all(lx.ADDRESS_MARKERS)
+LANDMARKS = _fold_all(lx.LANDMARKS)
+PLACES = _fold_all(lx.PLACES)
+INTRO = _fold_all(lx.ADDRESS_INTRO)
+QUESTION_WORDS = _fold_all(lx.QUESTION_WORDS)
+QUANTITY_FILLERS = _fold_all(lx.QUANTITY_FILLERS)
+KY_WORDS = _fold_all(lx.KYRGYZ_WORDS) - {"он"}
+EN_WORDS = _fold_all(lx.ENGLISH_WORDS)
+RU_LATIN = _fold_all(lx.RUSSIAN_LATIN_WORDS)
+FIELD_WORDS = {Field(name): _fold_all(words) for name, words in lx.FIELD_WORDS.items()}
+ALL_FIELD_WORDS = frozenset().union(*FIELD_WORDS.values())
+ONES = {fold(k): v for k, v in lx.ONES.items()}
+TEENS = {fold(k): v for k, v in lx.TEENS.items()}
+TENS = {fold(k): v for k, v in lx.TENS.items()}
+DOUBTFUL_NUMBERS = {fold(k): v for k, v in lx.DOUBTFUL_NUMBERS.items()}
+KY_STEMS = {fold(k): v for k, v in lx.KY_NUMBER_STEMS.items()}
+KY_ENDINGS = tuple(fold(e) for e in lx.KY_NUMBER_ENDINGS)
+UNIT_PREFIXES = tuple(fold(u) for u in lx.UNIT_PREFIXES)
+
+YES_PHRASES = _phrases(lx.YES_PHRASES)
+CANCEL_PHRASES = _phrases(lx.CANCEL_PHRASES)
+RESTART_PHRASES = _phrases(lx.RESTART_PHRASES)
+HELP_PHRASES = _phrases(lx.HELP_PHRASES)
+LATER_PHRASES = _phrases(lx.LATER_PHRASES)
+LOCALE_PHRASES = {locale: _phrases(p) for locale, p in lx.LOCALE_SWITCH.items()}
+TOPIC_PHRASES = {Topic(t): _phrases(p) for t, p in lx.QUESTION_TOPICS.items()}
+
+# Cancel phrases that mean cancel wherever they stand; the others only as (almost) the whole
+# clause ("не надо" cancels; "звонить не надо" does not).
+_STRONG_CANCEL = tuple(
+    p
+    for p in CANCEL_PHRASES
+    if any(w.startswith(("отмен", "cancel", "передума", "отказ", "жокко", "otmen")) for w in p)
+)
+_CANCEL_CONTEXT = frozenset(
+    {fold(w) for w in ("уже", "мне", "нам", "пожалуйста", "извините", "все", "всё", "я", "а",
+                       "ой", "спасибо", "заказ", "заказа", "воду", "воды", "вода", "тогда",
+                       "эми", "азыр", "sorry", "please", "thanks", "the", "order", "it", "my",
+                       "then", "ok", "ну", "короче", "lets", "let's", "сураныч", "кечиресиз",
+                       "буйрутманы", "буйрутма", "заказды", "суу", "anymore", "water",
+                       "рахмат", "эле", "давайте", "нет", "no", "жок", "его", "этот", "мой",
+                       "последний", "пожалуста", "плиз", "pls", "please", "болуп", "калды",
+                       "болду", "калды", "эми", "уже", "anymore", "more", "any", "i", "we",
+                       "всё", "все", "тогда", "пока")}
+)  # fmt: skip
+# Words of an abbreviation before a full stop that does not end a sentence ("ул. Ленина").
+_ABBREVIATIONS = frozenset(
+    {fold(w) for w in ("ул", "д", "кв", "г", "с", "пр", "мкр", "мкрн", "эт", "под", "корп", "обл",
+                       "р", "ст", "пер", "б", "ж", "м", "пос", "просп", "бул", "кор", "св",
+                       "st", "apt", "ave", "rd", "str", "bldg", "fl", "no", "көч", "коч",
+                       "ш", "мр", "тел", "пгт", "р-н", "им", "ul", "kv", "d", "g", "mkr", "pr",
+                       "s", "etc", "ж-м", "жм", "мкр-н", "пр-т", "тел", "ориент")}
+)  # fmt: skip
+_SINGLE_LETTER_MARKERS = frozenset({"д", "с", "г", "п", "ж", "м", "к", "у"})
+_STREET_MARKERS = _fold_all(
+    {"ул", "улица", "улице", "улицы", "улицу", "пр", "пр-т", "просп", "проспект", "пер",
+     "переулок", "бульвар", "бул", "б-р", "шоссе", "тупик", "проезд", "көчөсү", "көчө", "көч",
+     "кочосу", "коче", "коч", "street", "st", "str", "avenue", "ave", "av", "road", "rd",
+     "lane", "blvd", "boulevard", "ulitsa", "ul", "prospekt"}
+)  # fmt: skip
+_DETAIL_MARKERS = _fold_all(
+    {"кв", "квартира", "квартиры", "квартиру", "кв-ра", "под", "подъезд", "подьезд", "пд", "эт",
+     "этаж", "этаже", "корпус", "корп", "блок", "офис", "оф", "домофон", "код", "батир",
+     "батири", "кабат", "кабатта", "кире", "apartment", "apt", "flat", "floor", "entrance",
+     "suite", "office", "дом", "д", "үй", "уй", "house", "building", "bldg", "блок", "корпус",
+     "уйу", "уй", "kv", "dom", "batir", "kabat", "этажа", "подъезда", "квартире"}
+)  # fmt: skip
+_NEGATORS = _fold_all({"не", "not", "вместо", "instead"})
+_POST_NEGATORS = _fold_all({"эмес", "emes"})
+_UNIT_GAP = _fold_all({"water", "воды", "big", "large", "больших", "большие", "литровых",
+                       "литровые", "литровую", "19", "л", "по", "of", "суу", "литрлик", "жаңы",
+                       "полных", "full", "чистой", "питьевой", "эле", "ele", "gana", "гана",
+                       "литрдик", "litr", "liter", "litre", "l"})
+_LITRE = ("л", "литр", "lit", "l", "ltr", "литрл")
+_SIZE_VALUES = frozenset({"19", "18,9", "18.9", "20", "10", "5", "1,5", "1.5", "1", "0,5", "0.5",
+                          "12", "6", "2", "3"})  # fmt: skip
+
+# Words that never make a text an address by themselves.
+_NOT_ADDRESS_WORDS = (
+    YES | NO | GREETINGS | THANKS | REQUEST | CORRECTION | QUESTION_WORDS | QUANTITY_FILLERS
+    | HANDOFF_WORDS | HANDOFF_REQUEST | ALL_FIELD_WORDS | HEDGES | BOT_WORDS
+    | _fold_all({"что", "это", "у", "вас", "есть", "будет", "сегодня", "завтра", "утром",
+                 "вечером", "днем", "днём", "после", "до", "обеда", "пожалуйста", "спасибо",
+                 "you", "your", "today", "tomorrow", "morning", "evening", "after", "before",
+                 "i", "am", "will", "be", "home", "дома", "буду", "звоните", "позвоните",
+                 "call", "me", "бүгүн", "эртең", "эртен", "бугун", "саат", "сейчас", "now",
+                 "азыр", "тоже", "также", "too", "also", "ещё", "еще", "раз", "уже",
+                 "скину", "напишу", "отправлю", "позже", "потом", "later", "send", "ок",
+                 "понял", "поняла", "понятно", "ясно", "хорошо", "ладно", "ага", "угу",
+                 "am", "is", "are", "i'm", "im", "to", "for", "at", "on", "our", "we", "it",
+                 "this", "that", "here", "there", "my", "мы", "я", "он", "она", "они", "мой",
+                 "моя", "наш", "наша", "нас", "вы", "вам", "ваш", "мен", "биз", "сиз", "менин",
+                 "биздин", "сиздин", "эле", "гана", "да", "же", "жана", "тоже", "и", "или",
+                 "but", "or", "so", "then", "ok", "okay", "ок", "окей", "sorry", "извините",
+                 "простите", "кечиресиз", "excuse"})
+)  # fmt: skip
+_INTENT_WORDS = CORRECTION | NO | YES | GREETINGS | THANKS | HEDGES | _fold_all(
+    {"sorry", "извините", "простите", "кечиресиз", "excuse", "wrong"}
+)
+_FUZZY_VOCAB = tuple(
+    sorted(
+        w
+        for w in (YES | GREETINGS | THANKS | HANDOFF_WORDS | ALL_FIELD_WORDS | MARKERS
+                  | frozenset(ONES) | frozenset(TEENS) | frozenset(TENS) | KY_WORDS)
+        if len(w) >= 5
+    )
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8192)
+def _fuzzy(word: str) -> str:
+    """The lexicon word ``word`` is one typo away from (words of 6+ letters), else ``word``."""
+    if len(word) < 6 or not word.isalpha():
+        return word
+    found = process.extractOne(word, _FUZZY_VOCAB, scorer=fuzz.ratio, score_cutoff=86)
+    return found[0] if found is not None else word
+
+
+def _squeeze(word: str) -> str:
+    """ "дааа" → "даа", "ооооба" → "ооба": runs of 3+ equal letters cut to 2."""
+    return re.sub(r"(.)\1{2,}", r"\1\1", word)
+
+
+def _known(word: str) -> bool:
+    return word in _NOT_ADDRESS_WORDS or word in MARKERS or word in PLACES
+
+
+def _canonical(raw: str) -> str:
+    word = _squeeze(fold(raw))
+    if _known(word) or word in ONES or word in TENS or word in TEENS or word in KY_WORDS:
+        return word
+    single = re.sub(r"(.)\1+", r"\1", word)  # "оччень" → "очень", "дда" → "да"
+    if single != word and (_known(single) or single in YES or single in NO):
+        return single
+    return _fuzzy(word)
+
+
+# -- tokens and clauses ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tok:
+    start: int
+    end: int
+    raw: str
+    word: str  # canonical folded form
+    number: str | None  # the digits for numeric tokens ("18,9")
+    used: bool = False  # taken by a phone/quantity: not part of an address
+
+
+@dataclass(slots=True)
+class _Clause:
+    toks: list[_Tok]
+    question: bool  # ended with "?"
+    words: tuple[str, ...] = ()
+    start: int = 0
+    end: int = 0
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out = []
+    for m in _TOKEN_RE.finditer(text):
+        raw = m.group(0)
+        if raw[0].isdigit():
+            out.append(_Tok(m.start(), m.end(), raw, raw, raw))
+        elif "/" in raw:
+            out.append(_Tok(m.start(), m.end(), raw, "жм", None))
+        else:
+            out.append(_Tok(m.start(), m.end(), raw, _canonical(raw), None))
+    return out
+
+
+def _slash_inside_word(text: str, i: int) -> bool:
+    """ "12/3", "ж/м": a slash between two non-spaces is part of a word or number."""
+    return 0 < i < len(text) - 1 and not text[i - 1].isspace() and not text[i + 1].isspace()
+
+
+def _clauses(text: str, toks: list[_Tok]) -> list[_Clause]:
+    """Cut at line breaks, ``;!?``, commas (not inside numbers) and sentence full stops."""
+    cuts: list[tuple[int, bool]] = []  # (position, ends a question)
+    for i, ch in enumerate(text):
+        if ch in "\n;!?…|/" and not (ch == "/" and _slash_inside_word(text, i)):
+            cuts.append((i, ch == "?"))
+        elif ch == ",":
+            if 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+                continue
+            cuts.append((i, False))
+        elif ch == ".":
+            nxt = text[i + 1] if i + 1 < len(text) else " "
+            if not nxt.isspace():
+                continue
+            before = re.search(r"([^\W_]+)\s*$", text[:i])
+            if before is not None and fold(before.group(1)) in _ABBREVIATIONS:
+                continue
+            cuts.append((i, False))
+    clauses: list[_Clause] = []
+    ti = 0
+    start = 0
+    for position, question in [*cuts, (len(text), False)]:
+        chunk: list[_Tok] = []
+        while ti < len(toks) and toks[ti].start < position:
+            chunk.append(toks[ti])
+            ti += 1
+        if chunk:
+            clauses.append(_Clause(chunk, question, start=start, end=position))
+        elif question and clauses:
+            clauses[-1].question = True
+        start = position + 1
+    return clauses
+
+
+# -- phones ----------------------------------------------------------------------------------
+
+_DIGIT_RUN = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+_KG_MOBILE = re.compile(r"^(5\d\d|7\d\d|22\d|99\d|20\d|88\d|31\d)\d{6}$")
+
+
+def _find_phones(
+    text: str, region: str, allowed: tuple[str, ...]
+) -> tuple[list[tuple[int, int, str]], bool, bool]:
+    """Valid numbers (start, end, E.164); whether a phone-like run was invalid; region-blocked."""
+    found: list[tuple[int, int, str]] = []
+    blocked = False
+    try:
+        matches = list(phonenumbers.PhoneNumberMatcher(text, region.upper()))
+    except Exception:  # pragma: no cover - the matcher is defensive, but never trust it fully
+        matches = []
+    allowed_up = tuple(r.upper() for r in allowed)
+    for match in matches:
+        number = match.number
+        if allowed_up and phonenumbers.region_code_for_number(number) not in allowed_up:
+            blocked = True
+            continue
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        found.append((match.start, match.end, e164))
+    rejected = False
+    for run in _DIGIT_RUN.finditer(text):
+        if any(s <= run.start() < e or run.start() <= s < run.end() for s, e, _ in found):
+            continue
+        digits = re.sub(r"\D", "", run.group(0))
+        if region.upper() == "KG" and _KG_MOBILE.match(digits):  # "555 12 34 56": no 0 or +996
+            try:
+                number = phonenumbers.parse("+996" + digits)
+            except phonenumbers.NumberParseException:
+                number = None
+            if number is not None and phonenumbers.is_valid_number(number):
+                if allowed_up and "KG" not in allowed_up:
+                    blocked = True
+                    continue
+                e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                found.append((run.start(), run.end(), e164))
+                continue
+        if len(digits) >= 7 and not _looks_like_address_numbers(run.group(0)):
+            rejected = True
+    found.sort()
+    return found, rejected, blocked
+
+
+def _looks_like_address_numbers(chunk: str) -> bool:
+    """ "41-7 кв 5", "12/3": house/flat numbers, not a phone attempt."""
+    groups = re.findall(r"\d+", chunk)
+    return len(groups) >= 2 and all(len(g) <= 4 for g in groups) and len("".join(groups)) < 9
+
+
+# -- quantities ------------------------------------------------------------------------------
+
+
+def _number_word(word: str) -> int | None:
+    if word in ONES:
+        return ONES[word]
+    if word in TEENS:
+        return TEENS[word]
+    if word in TENS and word not in ("он", "on"):
+        return TENS[word]
+    for stem, value in KY_STEMS.items():
+        if word.startswith(stem) and word[len(stem) :] in KY_ENDINGS and len(stem) >= 2:
+            return value
+    return None
+
+
+def _ky_inflected(word: str) -> bool:
+    for stem in KY_STEMS:
+        if len(stem) >= 2 and word.startswith(stem) and word[len(stem) :] in KY_ENDINGS:
+            return True
+    return False
+
+
+def _is_unit(word: str) -> bool:
+    return len(word) >= 2 and word.startswith(UNIT_PREFIXES) or word in ("x", "х")
+
+
+def _is_litre(word: str) -> bool:
+    return word in _LITRE or word.startswith(("литр", "liter", "litre", "litr"))
+
+
+@dataclass(slots=True)
+class _Count:
+    value: int | None  # None for a fraction
+    strong: bool  # had a unit, "x", or is a number word next to a unit
+    negated: bool
+    doubtful: bool = False
+    toks: list[_Tok] = field(default_factory=list)
+
+
+def _counts(clause: _Clause) -> list[_Count]:
+    toks = clause.toks
+    counts: list[_Count] = []
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        prev = toks[i - 1] if i > 0 else None
+        value: int | None = None
+        span = [tok]
+        fraction = False
+        doubtful = False
+        if tok.used:
+            i += 1
+            continue
+        if tok.number is not None:
+            if re.search(r"[.,]", tok.number):
+                whole, _, frac = re.split(r"([.,])", tok.number)
+                if frac.strip("0"):
+                    fraction = True
+                value = int(whole) if len(whole) <= 6 else 10**6
+            else:
+                value = int(tok.number) if len(tok.number) <= 6 else 10**6
+        elif tok.word in DOUBTFUL_NUMBERS:
+            value = DOUBTFUL_NUMBERS[tok.word]
+            doubtful = True
+        else:
+            value = _number_word(tok.word)
+            if value is not None and tok.word in TENS and nxt is not None:
+                ones = _number_word(nxt.word) if nxt.number is None else None
+                if ones is not None and 0 < ones < 10:
+                    value += ones
+                    span.append(nxt)
+            elif tok.word in ("он", "on") and len([t for t in toks if not t.used]) == 1:
+                value = 10  # "он" alone, as the answer to "how many"
+            elif tok.word in ("он", "on") and nxt is not None and nxt.number is None:
+                ones = _number_word(nxt.word)
+                if ones is not None and 0 < ones < 10:
+                    value = 10 + ones
+                    span.append(nxt)
+        if value is None and not fraction:
+            i += 1
+            continue
+        after = toks[i + len(span)] if i + len(span) < len(toks) else None
+        # A bottle size: "19 л", "по 19", "19-литровые", "5 литровых".
+        if tok.number is not None and (
+            (after is not None and _is_litre(after.word))
+            or (
+                prev is not None
+                and prev.word == "по"
+                and tok.number in _SIZE_VALUES
+                and (after is None or not _is_unit(after.word))
+            )
+        ):
+            tok.used = True
+            if after is not None and _is_litre(after.word):
+                after.used = True
+            i += len(span) + 1
+            continue
+        # "x2", "2x", "х 2".
+        times = (prev is not None and prev.word in ("x", "х") and prev.end == tok.start) or (
+            after is not None and after.word in ("x", "х") and after.start == tok.end
+        )
+        unit = after is not None and _is_unit(after.word) and not after.used
+        if unit and after is not None:
+            span.append(after)
+        elif tok.number is not None or value is not None:
+            # "5 water bottles", "2 больших бутыли", "3 19-литровых бутыли"
+            j = i + len(span)
+            gap: list[_Tok] = []
+            while j < len(toks) and len(gap) < 2 and toks[j].word in _UNIT_GAP:
+                gap.append(toks[j])
+                j += 1
+            if gap and j < len(toks) and _is_unit(toks[j].word) and not toks[j].used:
+                unit = True
+                span.extend([*gap, toks[j]])
+        if times:
+            if prev is not None and prev.word in ("x", "х"):
+                span.insert(0, prev)
+            elif after is not None:
+                span.append(after)
+        negated = (prev is not None and prev.word in _NEGATORS) or (
+            after is not None and after.word in _POST_NEGATORS
+        ) or (
+            unit and i + len(span) < len(toks) and toks[i + len(span)].word in _POST_NEGATORS
+        )
+        if i >= 2 and toks[i - 2].word in ("вместо", "instead") or (
+            prev is not None and prev.word == "of" and i >= 2 and toks[i - 2].word == "instead"
+        ):
+            negated = True
+        strong = unit or times or (tok.number is None and not doubtful and after is not None
+                                   and _is_unit(after.word))  # fmt: skip
+        if tok.number is None and tok.word not in ONES and _ky_inflected(tok.word):
+            strong = True  # "бешти", "экини", "үчөө": Kyrgyz counts by their endings
+        counts.append(
+            _Count(None if fraction else value, strong, negated, doubtful or False, span)
+        )
+        i += len(span)
+    return counts
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+def _is_marker(tok: _Tok, text: str) -> bool:
+    word = tok.word
+    if word not in MARKERS:
+        return False
+    if len(word) == 1 or word in _SINGLE_LETTER_MARKERS:
+        # "д. 5", "с. Байтик", "г.Ош", "д5": a single letter counts only as an abbreviation.
+        follow = text[tok.end : tok.end + 2]
+        return follow.startswith(".") or follow[:1].isdigit() or follow.startswith(" ") and (
+            tok.end + 1 < len(text) and text[tok.end + 1].isdigit()
+        )
+    return True
+
+
+def _address_quality(toks: list[_Tok], text: str) -> AddressQuality:
+    if not toks:
+        return AddressQuality.NONE
+    markers = [t for t in toks if _is_marker(t, text)]
+    street = any(t.word in _STREET_MARKERS for t in markers)
+    numbers = [t for t in toks if t.number is not None]
+    places = [t for t in toks if t.word in PLACES]
+    landmark = any(t.word in LANDMARKS for t in toks)
+    content = [
+        t
+        for t in toks
+        if t.number is None
+        and t.word not in _NOT_ADDRESS_WORDS
+        and t.word not in MARKERS
+        and t.word not in LANDMARKS
+        and t.word not in PLACES
+        and len(t.word) >= 2
+    ]
+    named_number = False
+    for a, b in zip(toks, toks[1:], strict=False):
+        if a.number is None and b.number is not None and (a in content or a in places):
+            named_number = True
+        if a.number is not None and b.number is None and b.word in MARKERS:
+            named_number = True  # "8 мкр", "12 микрорайон"
+    if markers and numbers and (content or places or street or len(markers) >= 2):
+        return AddressQuality.STRONG
+    if named_number:
+        return AddressQuality.STRONG
+    if landmark and (len(content) >= 2 or (content and numbers)):
+        return AddressQuality.STRONG
+    if street and (content or places):
+        return AddressQuality.NEEDS_HOUSE
+    if places and not content:
+        return AddressQuality.CITY_ONLY
+    if content and (markers or landmark or any(t.raw[:1].isupper() for t in content)):
+        return AddressQuality.DOUBTFUL
+    if places:
+        return AddressQuality.DOUBTFUL
+    return AddressQuality.NONE
+
+
+_ORDINALS = _fold_all({"первый", "второй", "третий", "четвертый", "четвёртый", "пятый",
+                       "шестой", "седьмой", "восьмой", "девятый", "десятый", "first", "second",
+                       "third", "fourth", "fifth", "биринчи", "экинчи", "үчүнчү", "учунчу",
+                       "төртүнчү", "тортунчу", "бешинчи"})  # fmt: skip
+
+
+def _is_detail_only(toks: list[_Tok], text: str) -> bool:
+    """ "кв 12", "2 подъезд", "этаж 3", "подъезд второй": an address detail, no street."""
+    if not toks or not any(t.number is not None or t.word in _ORDINALS for t in toks):
+        return False
+    words = [t for t in toks if t.number is None and t.word not in _ORDINALS]
+    return bool(words) and all(
+        (t.word in _DETAIL_MARKERS and _is_marker(t, text)) or t.word in _NOT_ADDRESS_WORDS
+        for t in words
+    ) and any(t.word in _DETAIL_MARKERS for t in words)
+
+
+_STRIP = (
+    INTRO | GREETINGS | THANKS | REQUEST | CORRECTION | YES | NO | ALL_FIELD_WORDS | HEDGES
+    | _fold_all({"пожалуйста", "спасибо", "please", "thanks", "ой", "и", "and", "а", "вот", "ну",
+                 "так", "да", "там", "ещё", "еще", "номер", "сураныч", "рахмат", "тел",
+                 "кстати"})
+) - MARKERS  # fmt: skip
+
+
+def _trim(toks: list[_Tok]) -> list[_Tok]:
+    """Drop introducing and closing words: "мой адрес Токтогула 10, спасибо" → "Токтогула 10"."""
+    start, end = 0, len(toks)
+    while start < end and toks[start].number is None and toks[start].word in _STRIP:
+        start += 1
+    while end > start and toks[end - 1].number is None and toks[end - 1].word in _STRIP:
+        end -= 1
+    return toks[start:end]
+
+
+def _render(text: str, toks: list[_Tok], used: list[_Tok]) -> str:
+    """The customer's own text from the first to the last token, without used tokens."""
+    if not toks:
+        return ""
+    pieces = [toks[0].raw]
+    for before, tok in zip(toks, toks[1:], strict=False):
+        gap = text[before.end : tok.start]
+        if any(before.end <= u.start < tok.start for u in used):
+            gap = ", " if "," in gap or "\n" in gap else " "
+        pieces.append(gap.replace("\n", ", "))
+        pieces.append(tok.raw)
+    # keep a closing full stop of an abbreviation or flat number ("кв. 5." is cut anyway)
+    out = "".join(pieces)
+    out = re.sub(r"\s+", " ", out)
+    out = re.sub(r"\s+([,.;:])", r"\1", out)
+    out = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", out)
+    return out.strip(" ,;:-—–")
+
+
+def _content_toks(clause: _Clause) -> list[_Tok]:
+    return [t for t in clause.toks if not t.used]
+
+
+# -- phrases ---------------------------------------------------------------------------------
+
+
+def _find_phrase(words: tuple[str, ...], phrases: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    """The longest phrase found as consecutive words, or ()."""
+    for phrase in phrases:
+        n = len(phrase)
+        for i in range(len(words) - n + 1):
+            if words[i : i + n] == phrase:
+                return phrase
+    return ()
+
+
+def _only(words: tuple[str, ...], allowed: frozenset[str]) -> bool:
+    return bool(words) and all(w in allowed for w in words)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Acc:
+    """What the clauses of one message add up to (mutable while reading)."""
+
+    cancel: bool = False
+    restart: bool = False
+    handoff: bool = False
+    help: bool = False
+    bot: bool = False
+    locale_switch: str | None = None
+    question: Topic | None = None
+    greeting: bool = False
+    thanks: bool = False
+    later: bool = False
+    request: bool = False
+    yes: bool = False
+    no: bool = False
+    hedge: bool = False
+    correction: bool = False
+    fields: set[Field] = field(default_factory=set)
+    other_words: int = 0
+
+
+def read(
+    text: str | None,
+    *,
+    expecting: Field | None = None,
+    default_region: str = "KG",
+    allowed_regions: tuple[str, ...] = (),
+) -> Reading:
+    """Everything ``text`` holds. ``expecting``: the value the bot asked for (a bare number is
+    a count only when the count was asked for, or at the summary — ``Field.QUANTITY``)."""
+    if text is None:
+        return Reading()
+    text = unicodedata.normalize("NFKC", text)
+    text = re.sub(r"[^\S\n]+", " ", text).strip()
+    phones, phone_rejected, blocked = _find_phones(text, default_region, allowed_regions)
+    toks = _tokens(text)
+    for tok in toks:
+        if any(s <= tok.start < e for s, e, _ in phones):
+            tok.used = True
+    clauses = _clauses(text, toks)
+    acc = _Acc()
+    counts: list[_Count] = []
+    swaps_old: list[_Count] = []
+    swaps_new: list[_Count] = []
+    address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
+    any_value_clause = bool(phones)
+    for index, clause in enumerate(clauses):
+        clause.words = tuple(t.word for t in clause.toks if not t.used)
+        clause_counts = _counts(clause)
+        words = tuple(t.word for t in clause.toks if not t.used)
+        number_free = tuple(
+            t.word for t in clause.toks if not t.used and t.number is None
+        )
+        intents_only = _read_intents(clause, words, acc)
+        topic_question = clause.question or (words and words[0] in QUESTION_WORDS)
+        if topic_question and _has_topic(words):
+            _question_clause(clause, words, acc)
+            continue  # "how much is one bottle?": no value is given by asking about it
+        if clause.question and not clause_counts and _question_clause(clause, words, acc):
+            continue
+        if intents_only and not any(t.number is not None and not t.used for t in clause.toks):
+            continue
+        # Counts: strong ones anywhere; bare ones when a count is expected or the clause is
+        # nothing but the number and filler words.
+        negated_toks = {id(t) for c in clause_counts if c.negated for t in c.toks}
+        for count in clause_counts:
+            if count.negated:
+                swaps_old.append(count)
+                continue
+            rest = tuple(
+                t.word
+                for t in clause.toks
+                if not t.used and t not in count.toks and t.number is None
+                and id(t) not in negated_toks
+            )  # fmt: skip
+            bare_ok = _only(rest, QUANTITY_FILLERS | YES | NO | CORRECTION | _NEGATORS
+                            | _POST_NEGATORS | FIELD_WORDS[Field.QUANTITY] | GREETINGS
+                            | THANKS | REQUEST) or not rest  # fmt: skip
+            other_numbers = [
+                t for t in clause.toks if t.number is not None and t not in count.toks
+                and not t.used and id(t) not in negated_toks
+            ]  # fmt: skip
+            if count.strong or count.doubtful:
+                counts.append(count)
+            elif bare_ok and not other_numbers and (
+                expecting is Field.QUANTITY or count.toks[0].number is None or len(clauses) > 1
+            ):
+                counts.append(count)
+            else:
+                swaps_new.append(count)
+                continue
+            for tok in count.toks:
+                tok.used = True
+        if swaps_old:
+            for count in swaps_old:
+                for tok in count.toks:
+                    tok.used = True
+        if any(t.word in _POST_NEGATORS for t in clause.toks) or (
+            words and words[0] in ("не", "not") and len(words) <= 4
+        ):
+            continue  # "Манас эмес", "не Токтогула": what it is not is no address
+        rest_toks = _trim(_content_toks(clause))
+        if not rest_toks:
+            continue
+        quality = _address_quality(rest_toks, text)
+        detail = _is_detail_only(rest_toks, text)
+        if clause.question and quality < AddressQuality.STRONG:
+            _question_clause(clause, tuple(t.word for t in rest_toks), acc)
+            continue
+        joiner = all(t.word in MARKERS for t in rest_toks) or (
+            len(rest_toks) <= 4
+            and not intents_only
+            and not any(t.word in _INTENT_WORDS for t in clause.toks)
+            and all(t.number is None for t in rest_toks)
+            and any(t.word not in _NOT_ADDRESS_WORDS for t in rest_toks)
+        )
+        if quality is AddressQuality.NONE and not detail and joiner:
+            address_parts.append((index, rest_toks, quality, False))
+            continue
+        if quality is AddressQuality.NONE and not detail:
+            acc.other_words += sum(
+                1 for t in rest_toks if t.number is None and t.word not in _NOT_ADDRESS_WORDS
+            )
+            if number_free and not intents_only and any(
+                t.number is not None for t in rest_toks
+            ):
+                acc.other_words += 1
+            continue
+        address_parts.append((index, rest_toks, quality, detail))
+        any_value_clause = True
+    # Join adjacent address clauses; keep the best run.
+    address: str | None = None
+    quality = AddressQuality.NONE
+    detail_only = False
+    runs: list[list[tuple[int, list[_Tok], AddressQuality, bool]]] = []
+    for part in address_parts:
+        if runs and runs[-1][-1][0] == part[0] - 1:
+            runs[-1].append(part)
+        else:
+            runs.append([part])
+    best: list[tuple[int, list[_Tok], AddressQuality, bool]] | None = None
+    best_key: tuple[int, int] = (-1, -1)
+    for run in runs:
+        run_toks = [t for _, ts, _, _ in run for t in ts]
+        q = _address_quality(run_toks, text)
+        if all(d for _, _, _, d in run):
+            q = max(q, AddressQuality.DOUBTFUL)
+        key = (int(q), len(run_toks))
+        if key > best_key:
+            best, best_key = run, key
+    if best is not None:
+        run_toks = [t for _, ts, _, _ in best for t in ts]
+        quality = AddressQuality(best_key[0])
+        detail_only = all(d for _, _, _, d in best)
+        address = _render(text, run_toks, [t for t in toks if t.used])
+        if detail_only:
+            quality = AddressQuality.NONE
+    # The count: negated ones ("не 3, а 4") give way; two different ones are a conflict.
+    chosen = [c for c in counts if not c.negated] or []
+    swap: tuple[int, int] | None = None
+    olds = [c.value for c in swaps_old if c.value is not None]
+    news = [c.value for c in chosen + swaps_new if c.value is not None and not c.doubtful]
+    if len(set(olds)) == 1 and len(set(news)) == 1 and olds[0] != news[0]:
+        swap = (olds[0], news[0])
+    values = {c.value for c in chosen if not c.doubtful}
+    quantity: int | None = None
+    conflict = False
+    fraction = any(c.value is None for c in chosen)
+    doubtful: int | None = None
+    clear = [c for c in chosen if not c.doubtful and c.value is not None]
+    if len({c.value for c in clear}) == 1:
+        quantity = clear[0].value
+    elif len(values - {None}) > 1:
+        strong = [c for c in clear if c.strong]
+        if len({c.value for c in strong}) == 1:
+            quantity = strong[0].value
+        else:
+            conflict = True
+    if quantity is None and not conflict:
+        maybe = [c for c in chosen if c.doubtful]
+        if maybe:
+            doubtful = maybe[0].value
+    if quantity is not None and acc.correction and len(clear) > 1:
+        quantity = clear[-1].value  # "3, точнее 4"
+    all_words = tuple(t.word for t in toks if t.number is None)
+    stripped = text.strip()
+    if any(e in text for e in lx.YES_EMOJI) or (stripped and set(stripped) <= {"+", "!", " "}):
+        acc.yes = True
+    if any(e in text for e in lx.NO_EMOJI) or (stripped and set(stripped) <= {"-", " "}):
+        acc.no = True
+    first = next((t.word for t in toks if t.number is None), "")
+    return Reading(
+        starts_yes=first in YES or bool(_find_phrase(all_words[:3], YES_PHRASES)),
+        phones=tuple(dict.fromkeys(p for _, _, p in phones)),
+        phone_rejected=phone_rejected,
+        phone_region_blocked=blocked,
+        quantity=quantity,
+        quantity_doubtful=doubtful,
+        quantity_conflict=conflict,
+        quantity_fraction=fraction and quantity is None,
+        swap=swap,
+        address=address if quality > AddressQuality.NONE or detail_only else None,
+        address_quality=quality,
+        address_detail_only=detail_only,
+        cancel=acc.cancel,
+        restart=acc.restart,
+        handoff=acc.handoff,
+        help=acc.help,
+        bot=acc.bot,
+        locale_switch=acc.locale_switch,
+        question=acc.question,
+        greeting=acc.greeting,
+        thanks=acc.thanks,
+        later=acc.later,
+        request=acc.request,
+        yes=acc.yes,
+        no=acc.no,
+        hedge=acc.hedge,
+        correction=acc.correction,
+        fields=frozenset(acc.fields),
+        other_words=acc.other_words,
+        locale=detect_locale(text, all_words),
+        empty=not toks,
+    )
+
+
+def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
+    """Note the clause's intents; True when the clause is nothing but intents."""
+    if not words:
+        return False
+    plain = tuple(w for w in words)
+    consumed: set[int] = set()
+
+    def mark(phrase: tuple[str, ...]) -> None:
+        n = len(phrase)
+        for i in range(len(plain) - n + 1):
+            if plain[i : i + n] == phrase:
+                consumed.update(range(i, i + n))
+                return
+
+    for locale, phrases in LOCALE_PHRASES.items():
+        found = _find_phrase(plain, phrases)
+        if found and len(plain) <= len(found) + 3:
+            acc.locale_switch = locale
+            mark(found)
+    yes_phrase = _find_phrase(plain, YES_PHRASES)
+    if yes_phrase:
+        acc.yes = True
+        mark(yes_phrase)
+    else:
+        strong = _find_phrase(plain, _STRONG_CANCEL)
+        weak = _find_phrase(plain, CANCEL_PHRASES)
+        if strong:
+            acc.cancel = True
+            mark(strong)
+        elif weak:
+            rest = [w for i, w in enumerate(plain) if w not in weak]
+            if all(w in _CANCEL_CONTEXT or w in THANKS for w in rest) or len(plain) <= 2:
+                acc.cancel = True
+                mark(weak)
+    restart = _find_phrase(plain, RESTART_PHRASES)
+    if restart and len(plain) <= len(restart) + 3:
+        acc.restart = True
+        mark(restart)
+    help_phrase = _find_phrase(plain, HELP_PHRASES)
+    if help_phrase and len(plain) <= len(help_phrase) + 3:
+        acc.help = True
+        mark(help_phrase)
+    later = _find_phrase(plain, LATER_PHRASES)
+    if later:
+        acc.later = True
+        mark(later)
+    numbers_before = {
+        i for i, t in enumerate(t for t in clause.toks if not t.used) if t.number is not None
+    }
+    for i, w in enumerate(plain):
+        if w in HANDOFF_WORDS and (i - 1) not in numbers_before:
+            others = [x for j, x in enumerate(plain) if j != i]
+            if len(plain) <= 3 or any(x in HANDOFF_REQUEST for x in others):
+                acc.handoff = True
+                consumed.add(i)
+                consumed.update(j for j, x in enumerate(plain) if x in HANDOFF_REQUEST)
+        if w in BOT_WORDS and len(plain) <= 3:
+            acc.bot = True
+            consumed.add(i)
+    for i, w in enumerate(plain):
+        if i in consumed:
+            continue
+        if w in GREETINGS:
+            acc.greeting = True
+        elif w in THANKS:
+            acc.thanks = True
+        elif w in YES:
+            acc.yes = True
+        elif w in NO:
+            acc.no = True
+        elif w in HEDGES:
+            acc.hedge = True
+        elif w in CORRECTION:
+            acc.correction = True
+        elif w in REQUEST:
+            if w in ("хочу", "заказать", "заказ", "керек", "order", "want", "need", "нужна",
+                     "нужно", "нужен", "надо", "воды", "суу", "water", "привезите"):  # fmt: skip
+                acc.request = True
+        else:
+            for name, vocab in FIELD_WORDS.items():
+                if w in vocab:
+                    acc.fields.add(name)
+                    break
+            else:
+                continue
+        consumed.add(i)
+    return len(consumed) == len(plain)
+
+
+def _has_topic(words: tuple[str, ...]) -> bool:
+    return any(_find_phrase(words, phrases) for phrases in TOPIC_PHRASES.values())
+
+
+def _question_clause(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
+    """A question clause: note its topic; True when it is a question the bot should answer."""
+    if acc.handoff or acc.cancel:
+        return True
+    topic: Topic | None = None
+    for name, phrases in TOPIC_PHRASES.items():
+        if _find_phrase(words, phrases):
+            topic = name
+            break
+    if topic is None and not (
+        clause.question or (words and words[0] in QUESTION_WORDS)
+    ):
+        return False
+    if topic is None:
+        if _only(words, GREETINGS | THANKS | YES | NO | REQUEST | CORRECTION):
+            return False  # "здравствуйте?" "да?" — not a question to answer
+        topic = Topic.OTHER
+    if acc.question is None or acc.question is Topic.OTHER:
+        acc.question = topic
+    return True
+
+
+# -- language --------------------------------------------------------------------------------
+
+_RU_WORDS = frozenset(
+    w
+    for w in (YES | NO | GREETINGS | THANKS | REQUEST | CORRECTION | QUESTION_WORDS
+              | QUANTITY_FILLERS | HANDOFF_WORDS | HANDOFF_REQUEST | frozenset(ONES)
+              | frozenset(TEENS) | frozenset(TENS) | ALL_FIELD_WORDS | HEDGES
+              | _fold_all({"и", "в", "на", "с", "по", "я", "мне", "не", "это", "у", "вас",
+                           "что", "мой", "моя", "пожалуйста", "спасибо", "улица", "дом",
+                           "квартира", "заказ", "привезите", "адрес", "телефон", "номер",
+                           "сколько", "стоит", "будет", "нужно", "можно", "есть", "уже",
+                           "тоже", "только", "ещё", "еще", "если", "или", "за", "от", "до",
+                           "к", "для", "вы", "мы", "нам", "наш", "ваш", "так", "вот"}))
+    if re.fullmatch(r"[а-яё\-]+", w)
+) - KY_WORDS - {"он", "бир", "эки", "уч", "торт", "беш", "алты", "жети", "адам", "ооба"}  # fmt: skip
+_EN_ONLY = EN_WORDS - RU_LATIN - KY_WORDS
+
+
+# Words every language borrows in addresses and order talk: they tell no language.
+_BORROWED = (MARKERS | ALL_FIELD_WORDS | PLACES | _fold_all({"ok", "ок", "оператор", "operator",
+             "заказ", "менеджер", "салам", "salam", "адрес", "номер", "nomer", "adres"})) - (
+    KY_WORDS - _fold_all({"үй", "уй", "батир", "кабат"})
+)  # fmt: skip
+
+
+def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, int]:
+    if words is None:
+        words = tuple(_canonical(t) for t in _WORD_RE.findall(text))
+    scores = {"ky": 3 * sum(1 for ch in text if ch in "ңөүҢӨҮ"), "ru": 0, "en": 0}
+    for w in words:
+        if w in _BORROWED:
+            continue
+        if w in KY_WORDS:
+            scores["ky"] += 1
+        elif w in RU_LATIN:
+            scores["ru"] += 1
+        elif w in _EN_ONLY or (w.isascii() and w in YES | NO | GREETINGS | THANKS):
+            scores["en"] += 1
+        elif w in _RU_WORDS:
+            scores["ru"] += 1
+    return scores
+
+
+def detect_locale(text: str, words: tuple[str, ...] | None = None) -> str | None:
+    """The language of the words: Kyrgyz by its letters or words (also without ң/ө/ү and in
+    Latin), English and Russian (also Russian typed in Latin) by theirs; None when unclear."""
+    if text.lstrip().startswith("/"):
+        return None
+    scores = _scores(text, words)
+    best = max(scores.values())
+    if best == 0:
+        return None
+    winners = [name for name, score in scores.items() if score == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+def locale_strength(text: str | None, locale: str) -> tuple[int, int]:
+    """(score of ``locale``, best score of the others) for the words of ``text``."""
+    if not text:
+        return 0, 0
+    scores = _scores(text)
+    mine = scores.pop(locale, 0)
+    return mine, max(scores.values())
