@@ -252,6 +252,12 @@ class DialogConfig:
         "Language of replies when the customer's cannot be told.",
         check=_one_of("ru", "ky", "en"),
     )
+    cancel_window_seconds: int = _f(
+        900,
+        "A placed order can be cancelled from the chat this long after it was placed "
+        "(0 turns chat cancels off).",
+        check=_range(0, 7 * 86400),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ def settings_of(config: Config) -> dialog.DialogSettings:
         default_locale=d.default_locale,
         state_ttl_seconds=d.state_ttl_seconds,
         handoff_seconds=d.handoff_seconds,
+        cancel_window_seconds=d.cancel_window_seconds,
     )
 
 

@@ -70,8 +70,13 @@ def check_version(applied: int | None) -> None:
         )
 
 
-def apply_migrations(dsn: str) -> list[Migration]:
-    """Apply every missing migration; return the ones applied now (empty when up to date)."""
+def apply_migrations(dsn: str, *, target: int | None = None) -> list[Migration]:
+    """Apply every missing migration; return the ones applied now (empty when up to date).
+
+    ``target`` stops after that version (tests use it to build an older schema to upgrade).
+    """
+    if target is not None and not 1 <= target <= latest_version():
+        raise ValueError(f"target must be between 1 and {latest_version()}, not {target}")
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -86,7 +91,7 @@ def apply_migrations(dsn: str) -> list[Migration]:
             if current > latest_version():
                 check_version(current)
             for mig in migrations():
-                if mig.version <= current:
+                if mig.version <= current or (target is not None and mig.version > target):
                     continue
                 with conn.transaction():
                     conn.execute(mig.sql.encode())  # a trusted file shipped with botd

@@ -2,7 +2,10 @@
 
 :meth:`OrderStore.place` inserts under the dialog's idempotency key with
 ``ON CONFLICT DO NOTHING`` and reads the row back in the same statement, so a redelivered
-confirmation finds the order it already created. Only parameters reach the SQL text.
+confirmation finds the order it already created. :meth:`OrderStore.cancel` locks the order,
+reads its current status and cancels it only when still 'placed', all in one statement, so a
+concurrent status change (by the shop or a second cancel) is never overwritten. Only parameters
+reach the SQL text.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from botd.config import PostgresConfig
 from botd.dialog import OrderDraft
 from botd.errors import PermanentError, TransientError
 from botd.migrate import check_version
+from botd.ports import CancelOutcome, CancelResult
 
 log = logging.getLogger("botd.orders")
 
@@ -29,7 +33,7 @@ _PLACE = """
 WITH ins AS (
     INSERT INTO orders (idempotency_key, client_phone, delivery_address, quantity,
                         chat2desk_client_id, status, source)
-    VALUES (%(key)s, %(phone)s, %(address)s, %(quantity)s, %(client_id)s, 'new', 'chat2desk')
+    VALUES (%(key)s, %(phone)s, %(address)s, %(quantity)s, %(client_id)s, 'placed', 'chat2desk')
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
 )
@@ -41,10 +45,30 @@ LIMIT 1
 
 _FIND = "SELECT id, false AS created FROM orders WHERE idempotency_key = %(key)s"
 
+# FOR UPDATE waits for a concurrent change of the row and then reads its newest committed
+# version (READ COMMITTED), so `target.status` is the status the UPDATE acts on; the lock keeps
+# it so until the statement commits. Two concurrent cancels: one CANCELLED, one ALREADY_CANCELLED.
+_CANCEL = """
+WITH target AS (
+    SELECT id, status FROM orders WHERE idempotency_key = %(key)s FOR UPDATE
+),
+cancelled AS (
+    UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+    FROM target
+    WHERE orders.id = target.id AND target.status = 'placed'
+    RETURNING orders.id
+)
+SELECT target.id, target.status, cancelled.id IS NOT NULL AS cancelled_now
+FROM target LEFT JOIN cancelled ON cancelled.id = target.id
+"""
+
+_TOO_LATE = frozenset({"confirmed", "delivering", "delivered"})
+
 
 @dataclass(frozen=True, slots=True)
 class OrderStoreStatistics:
     placed: int
+    cancelled: int
     pool_size: int
     pool_available: int
 
@@ -67,6 +91,7 @@ class OrderStore:
         self._config = config
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._placed = 0
+        self._cancelled = 0
 
     async def _aio_open(self) -> None:
         pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
@@ -104,7 +129,10 @@ class OrderStore:
     def statistics(self) -> OrderStoreStatistics:
         stats = self._pool.get_stats() if self._pool is not None else {}
         return OrderStoreStatistics(
-            self._placed, stats.get("pool_size", 0), stats.get("pool_available", 0)
+            self._placed,
+            self._cancelled,
+            stats.get("pool_size", 0),
+            stats.get("pool_available", 0),
         )
 
     async def place(self, draft: OrderDraft, *, timeout: float = 10.0) -> int:
@@ -125,11 +153,31 @@ class OrderStore:
             self._placed += 1
         return int(rows[0][0])
 
+    async def cancel(self, key: str, *, timeout: float = 10.0) -> CancelResult:
+        """Cancel the order placed under ``key`` if it is still 'placed'; safe to repeat.
+
+        CANCELLED (it is 'cancelled' now), ALREADY_CANCELLED, TOO_LATE (confirmed, delivering or
+        delivered; left unchanged) or NOT_FOUND; the order's id whenever there is an order.
+        """
+        rows = await self._run(_CANCEL, {"key": key}, timeout=timeout)
+        if not rows:
+            return CancelResult(CancelOutcome.NOT_FOUND, None)
+        order_id, status, cancelled_now = int(rows[0][0]), rows[0][1], rows[0][2]
+        if cancelled_now:
+            self._cancelled += 1
+            return CancelResult(CancelOutcome.CANCELLED, order_id)
+        if status == "cancelled":
+            return CancelResult(CancelOutcome.ALREADY_CANCELLED, order_id)
+        if status in _TOO_LATE:
+            return CancelResult(CancelOutcome.TOO_LATE, order_id)
+        # 'placed' yet not cancelled: cannot happen while the row is locked; never guess.
+        raise TransientError(f"order {order_id} is {status!r} and was not cancelled; will retry")
+
     async def find_by_client(self, client_id: str) -> list[dict[str, Any]]:
         """Orders of one Chat2Desk customer, oldest first."""
         rows = await self._run(
             "SELECT id, client_phone, delivery_address, quantity, chat2desk_client_id, status, "
-            "created_at FROM orders WHERE chat2desk_client_id = %(c)s ORDER BY id",
+            "created_at, cancelled_at FROM orders WHERE chat2desk_client_id = %(c)s ORDER BY id",
             {"c": client_id},
             timeout=10,
         )
@@ -141,6 +189,7 @@ class OrderStore:
             "chat2desk_client_id",
             "status",
             "created_at",
+            "cancelled_at",
         )
         return [dict(zip(names, row, strict=True)) for row in rows]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from botd import cli
+from botd import cli, daemon
 from botd.config import Config, describe, field_docs, load_config
 from botd.errors import ConfigError
 
@@ -53,6 +53,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert c.postgres.pool_min_size <= c.postgres.pool_max_size
     assert c.dialog.default_region == "KG"
     assert c.dialog.state_ttl_seconds == 86400
+    assert c.dialog.cancel_window_seconds == 900
     assert c.outbox.max_attempts == 50
     assert c.outbox.max_backoff_seconds == 300
     assert c.log.level == "INFO"
@@ -149,6 +150,14 @@ def test_environment_list_parsing(raw: str, expected: tuple[str, ...]) -> None:
     assert c.dialog.allowed_regions == expected
 
 
+@pytest.mark.parametrize("seconds", [0, 60, 7 * 86400])
+def test_cancel_window_reaches_the_dialog_settings(seconds: int) -> None:
+    """0 (chat cancels off) up to 7 days is accepted and passed on to the dialog."""
+    c = load_config(None, env={"BOTD_DIALOG_CANCEL_WINDOW_SECONDS": str(seconds)})
+    assert c.dialog.cancel_window_seconds == seconds
+    assert daemon.settings_of(c).cancel_window_seconds == seconds
+
+
 def test_missing_file_named_by_botd_config_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "gone.toml"
     with pytest.raises(ConfigError) as info:
@@ -228,6 +237,16 @@ BAD_VALUES = [
     ('[log]\nlevel = "verbose"\n', {}, ["[log] level", "'INFO'", "default is 'INFO'"]),
     ('[log]\nformat = "xml"\n', {}, ["[log] format", "'json'", "default is 'text'"]),
     ('[dialog]\ndefault_locale = "de"\n', {}, ["default_locale", "'ru'"]),
+    (
+        "[dialog]\ncancel_window_seconds = -1\n",
+        {},
+        ["cancel_window_seconds", "between 0 and 604800", "default is 900"],
+    ),
+    (
+        None,
+        {"BOTD_DIALOG_CANCEL_WINDOW_SECONDS": "604801"},
+        ["BOTD_DIALOG_CANCEL_WINDOW_SECONDS", "between 0 and 604800", "default is 900"],
+    ),
     ("webhook = 3\n", {}, ["[webhook]", "table"]),
     (
         "[postgres]\npool_min_size = 5\npool_max_size = 2\n",

@@ -46,7 +46,7 @@ async def test_full_dialog_creates_one_order(
     assert order["delivery_address"] == "ул. Токтогула 125, кв. 4"
     assert order["quantity"] == 3
     assert order["chat2desk_client_id"] == str(CLIENT)
-    assert order["status"] == "new"
+    assert order["status"] == "placed"
     texts = fake.texts_for(CLIENT)
     assert f"№{order['id']}" in texts[-1]
     assert "ул. Токтогула 125, кв. 4" in texts[-2] and "+996555123456" in texts[-2]

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -151,7 +152,87 @@ def test_unique_constraint_is_enforced(migrated_dsn: str) -> None:
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(insert)
         row = conn.execute("SELECT count(*), min(status) FROM orders").fetchone()
-    assert row == (1, "new")
+    assert row == (1, "placed")
+
+
+STATUSES = ("placed", "confirmed", "delivering", "delivered", "cancelled")
+
+
+def _insert_order(conn: psycopg.Connection[Any], key: str, status: str | None = None) -> None:
+    columns = "idempotency_key, client_phone, delivery_address, quantity, chat2desk_client_id"
+    values = "%(key)s, '+996555123456', 'Bishkek, Toktogul 1', 2, '17'"
+    if status is not None:
+        columns, values = f"{columns}, status", f"{values}, %(status)s"
+    conn.execute(
+        f"INSERT INTO orders ({columns}) VALUES ({values})",  # noqa: S608 - fixed column lists
+        {"key": key, "status": status},
+    )
+
+
+def _statuses(dsn: str) -> list[tuple[str, str, bool]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT idempotency_key, status, cancelled_at IS NOT NULL FROM orders ORDER BY id"
+        ).fetchall()
+    return [(k, s, c) for k, s, c in rows]
+
+
+def test_order_statuses_are_exactly_the_designed_ones(migrated_dsn: str) -> None:
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        for status in STATUSES:
+            _insert_order(conn, f"k-{status}", status)
+        for bad in ("new", "shipped", "Placed", ""):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                _insert_order(conn, f"k-bad-{bad}", bad)
+        _insert_order(conn, "k-default")
+    assert [s for _k, s, _c in _statuses(migrated_dsn)] == [*STATUSES, "placed"]
+    columns = _columns(migrated_dsn)
+    assert columns["cancelled_at"] == ("timestamp with time zone", "YES")
+
+
+def test_upgrade_from_0001_turns_new_orders_into_placed(pg_dsn: str) -> None:
+    assert [m.version for m in apply_migrations(pg_dsn, target=1)] == [1]
+    assert "cancelled_at" not in _columns(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        _insert_order(conn, "k-default")  # 0001's default: 'new'
+        _insert_order(conn, "k-new", "new")
+        _insert_order(conn, "k-confirmed", "confirmed")
+        _insert_order(conn, "k-delivered", "delivered")
+        _insert_order(conn, "k-cancelled", "cancelled")
+    with psycopg.connect(pg_dsn) as conn:
+        before = conn.execute("SELECT status FROM orders ORDER BY id").fetchall()
+    assert [s for (s,) in before] == ["new", "new", "confirmed", "delivered", "cancelled"]
+    with pytest.raises(SchemaError, match="botd migrate"):
+        check_version(max(_applied_versions(pg_dsn)))  # `botd run` refuses the old schema
+
+    assert [(m.version, m.name) for m in apply_migrations(pg_dsn)] == [(2, "order_status")]
+    upgraded = [
+        ("k-default", "placed", False),
+        ("k-new", "placed", False),
+        ("k-confirmed", "confirmed", False),
+        ("k-delivered", "delivered", False),
+        ("k-cancelled", "cancelled", True),  # the best known cancel time: its last change
+    ]
+    assert _statuses(pg_dsn) == upgraded
+    assert _applied_versions(pg_dsn) == [1, 2]
+    check_version(max(_applied_versions(pg_dsn)))  # `botd run` accepts it now
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            _insert_order(conn, "k-new-again", "new")
+        _insert_order(conn, "k-after")
+    assert _statuses(pg_dsn)[-1] == ("k-after", "placed", False)
+
+    # idempotent: a second run applies nothing and changes nothing
+    assert apply_migrations(pg_dsn) == []
+    assert _applied_versions(pg_dsn) == [1, 2]
+    assert _statuses(pg_dsn) == [*upgraded, ("k-after", "placed", False)]
+
+
+@pytest.mark.parametrize("target", [0, -1, 10_000])
+def test_apply_migrations_refuses_an_unknown_target(pg_dsn: str, target: int) -> None:
+    with pytest.raises(ValueError, match="target"):
+        apply_migrations(pg_dsn, target=target)
+    assert "orders" not in _columns(pg_dsn)
 
 
 @pytest.fixture
@@ -188,6 +269,21 @@ def test_cli_migrate_uses_the_environment_dsn(
     assert cli.main(["migrate"]) == 0
     out = capsys.readouterr().out
     assert "applied" not in out
+    assert f"schema is at version {latest_version()}" in out
+
+
+def test_cli_migrate_upgrades_an_older_schema(
+    clean_cli: None,
+    pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    apply_migrations(pg_dsn, target=1)
+    monkeypatch.setenv("BOTD_POSTGRES_DSN", pg_dsn)
+    assert cli.main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "applied 0001_" not in out
+    assert "applied 0002_order_status" in out
     assert f"schema is at version {latest_version()}" in out
 
 

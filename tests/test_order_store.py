@@ -12,6 +12,7 @@ from botd.dialog import OrderDraft
 from botd.errors import PermanentError, SchemaError, TransientError
 from botd.migrate import latest_version
 from botd.order_store import open_order_store
+from botd.ports import CancelOutcome, CancelResult
 from tests.helpers import orders
 
 
@@ -41,8 +42,9 @@ async def test_place_returns_an_id_and_stores_the_row(
     assert row["delivery_address"] == "ул. Токтогула 125, кв. 4"
     assert row["quantity"] == 3
     assert row["chat2desk_client_id"] == "17340089"
-    assert row["status"] == "new"
+    assert row["status"] == "placed"
     assert row["created_at"] is not None
+    assert row["cancelled_at"] is None
 
 
 async def test_same_key_again_returns_the_same_id(bridge: AsyncioBridge, migrated_dsn: str) -> None:
@@ -209,3 +211,161 @@ async def test_closed_store_is_transient(bridge: AsyncioBridge, migrated_dsn: st
         pass
     with pytest.raises(TransientError):
         await store.place(draft())
+    with pytest.raises(TransientError):
+        await store.cancel("dialog-17340089-1")
+
+
+# ---- cancel ---------------------------------------------------------------------------------
+
+
+def set_status(dsn: str, order_id: int, status: str) -> None:
+    """What the shop does: move the order on."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE orders SET status = %s, updated_at = now() WHERE id = %s", (status, order_id)
+        )
+
+
+async def test_cancel_a_placed_order(bridge: AsyncioBridge, migrated_dsn: str) -> None:
+    async with open_order_store(bridge, PostgresConfig(dsn=migrated_dsn)) as store:
+        order_id = await store.place(draft("k-cancel"))
+        other_id = await store.place(draft("k-other"))
+        (before, _) = orders(migrated_dsn)
+        assert await store.cancel("k-cancel") == CancelResult(CancelOutcome.CANCELLED, order_id)
+        assert store.statistics().cancelled == 1
+    row, other = orders(migrated_dsn)
+    assert row["id"] == order_id
+    assert row["status"] == "cancelled"
+    assert row["cancelled_at"] is not None
+    assert row["updated_at"] == row["cancelled_at"] > before["updated_at"]
+    # nothing else changed, neither in the row nor in the other order
+    same = ("client_phone", "delivery_address", "quantity", "created_at", "idempotency_key")
+    assert {k: row[k] for k in same} == {k: before[k] for k in same}
+    assert (other["id"], other["status"], other["cancelled_at"]) == (other_id, "placed", None)
+
+
+async def test_repeated_cancel_is_already_cancelled_and_changes_nothing(
+    bridge: AsyncioBridge, migrated_dsn: str
+) -> None:
+    async with open_order_store(bridge, PostgresConfig(dsn=migrated_dsn)) as store:
+        order_id = await store.place(draft("k-twice"))
+        assert (await store.cancel("k-twice")).outcome is CancelOutcome.CANCELLED
+        (first,) = orders(migrated_dsn)
+        for _ in range(3):
+            again = await store.cancel("k-twice")
+            assert again == CancelResult(CancelOutcome.ALREADY_CANCELLED, order_id)
+        # placing the same dialog again (a redelivered confirmation) does not revive it
+        assert await store.place(draft("k-twice")) == order_id
+        assert store.statistics().cancelled == 1
+    assert orders(migrated_dsn) == [first]
+
+
+@pytest.mark.parametrize("status", ["confirmed", "delivering", "delivered"])
+async def test_cancel_after_the_shop_moved_the_order_on_is_too_late(
+    bridge: AsyncioBridge, migrated_dsn: str, status: str
+) -> None:
+    async with open_order_store(bridge, PostgresConfig(dsn=migrated_dsn)) as store:
+        order_id = await store.place(draft("k-late"))
+        set_status(migrated_dsn, order_id, status)
+        (before,) = orders(migrated_dsn)
+        for _ in range(2):
+            assert await store.cancel("k-late") == CancelResult(CancelOutcome.TOO_LATE, order_id)
+        assert store.statistics().cancelled == 0
+    assert orders(migrated_dsn) == [before]
+    assert before["status"] == status
+    assert before["cancelled_at"] is None
+
+
+async def test_cancel_of_an_unknown_key_is_not_found(
+    bridge: AsyncioBridge, migrated_dsn: str
+) -> None:
+    async with open_order_store(bridge, PostgresConfig(dsn=migrated_dsn)) as store:
+        assert await store.cancel("k-none") == CancelResult(CancelOutcome.NOT_FOUND, None)
+        await store.place(draft("k-exists"))
+        assert await store.cancel("k-none") == CancelResult(CancelOutcome.NOT_FOUND, None)
+        assert await store.cancel("") == CancelResult(CancelOutcome.NOT_FOUND, None)
+        assert await store.cancel("k-exists'; --") == CancelResult(CancelOutcome.NOT_FOUND, None)
+    ((status, cancelled_at),) = [(r["status"], r["cancelled_at"]) for r in orders(migrated_dsn)]
+    assert (status, cancelled_at) == ("placed", None)
+
+
+async def test_concurrent_cancels_cancel_once(bridge: AsyncioBridge, migrated_dsn: str) -> None:
+    results: list[CancelResult] = []
+    config = PostgresConfig(dsn=migrated_dsn, pool_min_size=4, pool_max_size=8)
+    async with open_order_store(bridge, config) as store:
+        order_id = await store.place(draft("k-race"))
+
+        async def cancel() -> None:
+            results.append(await store.cancel("k-race"))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(cancel)
+        assert store.statistics().cancelled == 1
+    assert sorted(r.outcome for r in results) == sorted(
+        [CancelOutcome.CANCELLED] + [CancelOutcome.ALREADY_CANCELLED] * 19
+    )
+    assert {r.order_id for r in results} == {order_id}
+    ((status, cancelled_at),) = [(r["status"], r["cancelled_at"]) for r in orders(migrated_dsn)]
+    assert status == "cancelled"
+    assert cancelled_at is not None
+
+
+async def wait_until_blocked_by(dsn: str, pid: int) -> None:
+    """Until some backend waits for a lock that the backend ``pid`` holds."""
+    with psycopg.connect(dsn, autocommit=True) as watcher, trio.fail_after(10):
+        while True:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))",
+                (pid,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("change", "commit", "expected", "final"),
+    [
+        ("confirmed", True, CancelOutcome.TOO_LATE, "confirmed"),
+        ("delivering", True, CancelOutcome.TOO_LATE, "delivering"),
+        ("cancelled", True, CancelOutcome.ALREADY_CANCELLED, "cancelled"),
+        ("confirmed", False, CancelOutcome.CANCELLED, "cancelled"),
+    ],
+)
+async def test_cancel_acts_on_the_status_a_concurrent_change_left(
+    bridge: AsyncioBridge,
+    migrated_dsn: str,
+    change: str,
+    commit: bool,
+    expected: CancelOutcome,
+    final: str,
+) -> None:
+    """The shop changes the status while a cancel runs: the cancel waits for it and then acts on
+    the committed status — it never overwrites a confirmation it did not see."""
+    results: list[CancelResult] = []
+    async with open_order_store(bridge, PostgresConfig(dsn=migrated_dsn)) as store:
+        order_id = await store.place(draft("k-shop"))
+        with psycopg.connect(migrated_dsn) as shop:  # a transaction, open until commit/rollback
+            shop.execute(
+                "UPDATE orders SET status = %s, updated_at = now() WHERE id = %s",
+                (change, order_id),
+            )
+
+            async def cancel() -> None:
+                results.append(await store.cancel("k-shop"))
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel)
+                    await wait_until_blocked_by(migrated_dsn, shop.info.backend_pid)
+                    assert results == []
+                    if commit:
+                        shop.commit()
+                    else:
+                        shop.rollback()
+    assert results == [CancelResult(expected, order_id)]
+    (row,) = orders(migrated_dsn)
+    assert row["status"] == final
+    assert (row["cancelled_at"] is not None) == (expected is CancelOutcome.CANCELLED)
