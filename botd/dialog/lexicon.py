@@ -153,7 +153,8 @@ GREETINGS = frozenset(
 THANKS = frozenset(
     {
         "спасибо", "спс", "благодарю", "благодарим", "спасибки", "пасиб", "spasibo", "spasibo",
-        "рахмат", "ыракмат", "чоң", "чон", "raxmat", "rahmat", "rakhmat",
+        "рахмат", "ыракмат", "чоң", "чон", "raxmat", "rahmat", "rakhmat", "chon", "chong",
+        "чон рахмат", "köp", "коп",
         "thanks", "thank", "thx", "ty", "cheers",
     }
 )  # fmt: skip
@@ -205,7 +206,8 @@ FIELD_WORDS = {
         {
             "количество", "количества", "кол-во", "колво", "штук", "штуки", "бутылок",
             "бутылки", "quantity", "amount", "саны", "санын", "санды", "даана", "сан",
-            "kolichestvo", "bottles", "pieces",
+            "kolichestvo", "bottles", "pieces", "sany", "sanyn", "sandy", "санын", "сан",
+            "бутылей", "бутылку", "бутыли", "baklashki",
         }
     ),
 }  # fmt: skip
@@ -219,7 +221,7 @@ CORRECTION = frozenset(
         "точнее", "ой", "опечатка", "тот", "не тот", "не та", "не то", "перепутал",
         "перепутала", "новый", "новая",
         "change", "edit", "fix", "wrong", "update", "incorrect", "instead", "actually", "oops",
-        "mistake", "typo", "correction", "different", "another",
+        "mistake", "typo", "correction", "different", "another", "oi", "oy", "tochnee",
         "өзгөртүү", "озгортуу", "өзгөртөм", "озгортом", "өзгөртүңүз", "озгортунуз",
         "оңдоо", "ондоо", "оңдоп", "ондоп", "ката", "эмес", "башка",
     }
@@ -251,8 +253,13 @@ QUANTITY_FILLERS = frozenset(
         "and", "then", "ok", "no", "yes", "actually", "instead", "change", "quantity", "to",
         "liter", "litre", "liters", "litres", "l", "big", "large", "pcs", "pieces",
         "мага", "бизге", "керек", "суу", "бөтөлкө", "ботолко", "даана", "эле", "болсун",
+        "bolsun", "анда", "anda", "тогда", "togda", "ok", "davai", "davaite", "mne", "nado",
+        "nuzhno", "pozhaluista", "pls", "butylki", "butylok", "sht", "shtuk", "kerek", "ele",
+        "jok", "ooba", "makul", "bottle", "bottles", "суудан", "суу", "suu", "baklashki",
         "берип", "бериңиз", "бериниз", "алып", "келиңиз", "келиниз", "жок", "ооба", "саны",
-        "литрлик", "литр", "гана", "алам", "беш", "жетет",
+        "литрлик", "литр", "гана", "алам", "жетет", "for", "now", "just", "only", "then",
+        "пока", "сейчас", "азыр", "тогда", "пусть", "хватит", "достаточно", "примерно",
+        "around", "about", "total", "всего",
     }
 )  # fmt: skip
 
@@ -262,7 +269,8 @@ ONES = {
     "две": 2, "двух": 2, "три": 3, "трех": 3, "трёх": 3, "четыре": 4, "четырех": 4,
     "четырёх": 4, "пять": 5, "пяти": 5, "шесть": 6, "шести": 6, "семь": 7, "семи": 7,
     "восемь": 8, "восьми": 8, "девять": 9, "девяти": 9,
-    "odin": 1, "odnu": 1, "dva": 2, "dve": 2, "tri": 3, "chetyre": 4, "pyat": 5,
+    "odin": 1, "odnu": 1, "dva": 2, "dve": 2, "tri": 3, "chetyre": 4, "pyat": 5, "shest": 6,
+    "sem": 7, "vosem": 8, "devyat": 9,
     # en
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "single": 1,
@@ -285,7 +293,7 @@ KY_NUMBER_ENDINGS = (
 TEENS = {
     "десять": 10, "десяти": 10, "одиннадцать": 11, "двенадцать": 12, "тринадцать": 13,
     "четырнадцать": 14, "пятнадцать": 15, "шестнадцать": 16, "семнадцать": 17,
-    "восемнадцать": 18, "девятнадцать": 19, "desyat": 10,
+    "восемнадцать": 18, "девятнадцать": 19, "desyat": 10, "dvenadtsat": 12,
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "dozen": 12,
 }  # fmt: skip
@@ -322,7 +330,9 @@ ADDRESS_MARKERS = frozenset(
         "мкр.", "г", "город", "обл", "область", "домофон", "код", "ст", "тц", "бц", "рынок",
         "базар", "базара", "школа", "школы", "магазин", "магазина", "кафе", "ресторан",
         "частный", "частного", "сектор", "общежитие", "общага", "дача", "дачи", "ориентир",
-        "ulitsa", "ul", "kv", "dom", "mkr", "prospekt",
+        "ulitsa", "ul", "kv", "dom", "mkr", "prospekt", "kvartira", "mikrorayon", "prospekti",
+        "kochosu", "koch", "uy", "batir", "kabat", "rayonu", "kichi", "aiyly", "ayily",
+        "shaary", "etaj", "etazh", "podezd", "pod",
         # ky
         "көчөсү", "көчө", "көч", "кочосу", "коче", "коч", "үй", "уй", "үйү", "уйу", "батир",
         "батири", "кабат", "кабатта", "кире", "бериш", "кичи", "району", "айылы", "айылында",
@@ -389,7 +399,7 @@ QUESTION_TOPICS = {
         "прайс", "по чем", "сколько будет стоить", "сколько за", "сколько с меня", "сумма",
         "сколько платить", "how much", "price", "cost", "costs", "prices",
         "канча турат", "баасы", "баасы канча", "канча болот", "канча сом", "наркы", "баа",
-        "kancha turat", "baasy",
+        "kancha turat", "baasy", "skolko stoit", "cena", "tsena", "pochem", "baasy kancha",
     ),
     "delivery": (
         "когда привезете", "когда привезёте", "когда доставите", "когда будет", "когда приедет",
@@ -399,7 +409,10 @@ QUESTION_TOPICS = {
         "платная доставка", "бесплатная доставка", "стоимость доставки", "цена доставки",
         "when", "how long", "how fast", "delivery time", "delivery cost", "today", "deliver today",
         "качан", "качан алып келесиз", "качан жеткиресиз", "канча убакытта", "бүгүн", "бугун",
-        "жеткирүү", "жеткируу", "жеткирүү акысыз", "жеткирүү канча",
+        "жеткирүү", "жеткируу", "жеткирүү акысыз", "жеткирүү канча", "skolko stoit dostavka",
+        "dostavka", "kogda privezete", "kachan", "привезете", "привезёте", "доставите",
+        "приедете", "приедет", "привезут", "доставят", "jetkiresiz", "жеткиресиз",
+        "алып келесиз", "alyp kelesiz", "what time", "how soon", "when will", "arrive",
     ),
     "hours": (
         "до скольки", "до скольких", "часы работы", "режим работы", "во сколько работаете",
@@ -417,7 +430,8 @@ QUESTION_TOPICS = {
         "оплата", "оплату", "оплатить", "как платить", "как оплатить", "картой", "карта",
         "наличные", "наличными", "налом", "перевод", "переводом", "мбанк", "mbank", "элсом",
         "элкарт", "qr", "терминал", "pay", "payment", "card", "cash", "transfer", "төлөм",
-        "толом", "төлөйм", "толойм", "карта менен", "накталай", "которуу",
+        "толом", "төлөйм", "толойм", "карта менен", "накталай", "которуу", "oplata", "kartoi",
+        "kartoy", "nalichnymi", "картага", "kartaga", "nakталай", "naktalai",
     ),
     "bottle": (
         "тара", "тару", "тары", "залог", "возврат", "вернуть бутыль", "пустые", "пустую",
@@ -458,7 +472,7 @@ ENGLISH_WORDS = frozenset(
         "hello", "hi", "hey", "please", "want", "need", "order", "water", "bottle", "bottles",
         "the", "is", "my", "address", "phone", "number", "yes", "no", "thanks", "thank", "you",
         "street", "flat", "apartment", "how", "much", "when", "do", "deliver", "delivery",
-        "i", "we", "would", "like", "to", "of", "and", "it", "a", "an", "for", "can", "cancel",
+        "i", "we", "would", "like", "to", "of", "and", "it", "an", "for", "can", "cancel",
         "good", "morning", "evening", "okay", "yeah", "sure", "correct", "two", "three",
         "four", "five", "one", "wrong", "change", "sorry", "actually", "what", "where",
         "some", "with", "are", "your", "me", "near", "building", "floor", "avenue",

@@ -10,6 +10,9 @@ Schema history:
 1. the first layout: no ``editing`` flag; the steps of DESIGN §1 could be stored as
    ``"initial"`` and ``"completed"`` (both mean: no dialog in progress).
 2. adds ``editing`` (changing one value from the summary) and the ``"handoff"`` step.
+3. adds ``pending`` (a doubtful value asked back), ``address_part`` (an address given in
+   pieces), ``asked_what_to_change``, ``locale_sure`` and the last order (``last_order_key``,
+   ``last_order_at``) for a cancel right after ordering.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .model import DialogState, Step
+from .model import DialogState, Field, Pending, Step
 from .parse import MAX_ADDRESS_CHARS, MAX_QUANTITY, MIN_QUANTITY
 from .phrases import LOCALES
 from .step import is_consistent
 
 __all__ = ["STATE_SCHEMA_VERSION", "dump_state", "load_state"]
 
-STATE_SCHEMA_VERSION = 2
+STATE_SCHEMA_VERSION = 3
 
 _MAX_ID_CHARS = 512
 _MAX_PHONE_CHARS = 16  # "+" and at most 15 digits (E.164)
@@ -53,6 +56,16 @@ def dump_state(state: DialogState) -> dict[str, object]:
         "phone": state.phone,
         "quantity": state.quantity,
         "editing": state.editing,
+        "pending": (
+            None
+            if state.pending is None
+            else {"field": state.pending.field.value, "value": state.pending.value}
+        ),
+        "address_part": state.address_part,
+        "asked_what_to_change": state.asked_what_to_change,
+        "locale_sure": state.locale_sure,
+        "last_order_key": state.last_order_key,
+        "last_order_at": state.last_order_at,
     }
 
 
@@ -65,7 +78,7 @@ def load_state(data: object) -> DialogState | None:
         return None
     if schema == 1:
         return _decode(data, _V1_STEPS, editing=False)
-    if schema == STATE_SCHEMA_VERSION:
+    if schema in (2, STATE_SCHEMA_VERSION):
         editing = data.get("editing", False)
         if type(editing) is not bool:
             return None
@@ -98,6 +111,14 @@ def _decode(
             phone=_phone(data.get("phone")),
             quantity=_quantity(data.get("quantity")),
             editing=editing,
+            pending=_pending(data.get("pending")),
+            address_part=_text(data.get("address_part"), MAX_ADDRESS_CHARS, optional=True),
+            asked_what_to_change=_flag(data.get("asked_what_to_change")),
+            locale_sure=_flag(data.get("locale_sure")),
+            last_order_key=_text(data.get("last_order_key"), _MAX_ID_CHARS, optional=True),
+            last_order_at=(
+                None if data.get("last_order_at") is None else _time(data.get("last_order_at"))
+            ),
         )
     except _Invalid:
         return None
@@ -110,6 +131,27 @@ def _text(value: object, max_chars: int, *, optional: bool) -> str | None:
     if not isinstance(value, str) or len(value) > max_chars:
         raise _Invalid
     return value
+
+
+def _flag(value: object) -> bool:
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise _Invalid
+    return value
+
+
+def _pending(value: object) -> Pending | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Invalid
+    field, text = value.get("field"), value.get("value")
+    if field not in ("address", "quantity") or not isinstance(text, str):
+        raise _Invalid
+    if len(text) > MAX_ADDRESS_CHARS or (field == "quantity" and not text.isdigit()):
+        raise _Invalid
+    return Pending(Field(field), text)
 
 
 def _time(value: object) -> float:

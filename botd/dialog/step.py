@@ -279,7 +279,7 @@ def _new_dialog(
     )
     if reading is None:
         return Transition(state, (Reply(opening), ask(state)))
-    transition = _converse(state, turn, reading, now, settings)
+    transition = _converse(state, turn, reading, now, settings, opening=True)
     return dataclasses.replace(transition, replies=(Reply(opening), *transition.replies))
 
 
@@ -366,7 +366,13 @@ def _expecting(state: DialogState) -> Field | None:
 
 
 def _converse(
-    state: DialogState, turn: Turn, reading: Reading, now: float, settings: DialogSettings
+    state: DialogState,
+    turn: Turn,
+    reading: Reading,
+    now: float,
+    settings: DialogSettings,
+    *,
+    opening: bool = False,
 ) -> Transition:
     """Take every value the message holds, settle a pending one, then ask what is missing."""
     notes: list[Reply] = []
@@ -393,8 +399,8 @@ def _converse(
     state = dataclasses.replace(state, updated_at=now)
     if reading.question is not None:
         notes.append(Reply(f"answer_{reading.question}"))
-    if not took and not problems and reading.question is None:
-        notes.extend(_small_talk(before, turn, reading))
+    if not took and not problems and reading.question is None and not opening:
+        notes.extend(_small_talk(before, turn, reading))  # the opening greets already
     if took and state.step is Step.WAITING_CONFIRMATION and before.step is Step.WAITING_CONFIRMATION:
         notes.append(Reply("value_updated"))
     return Transition(state, (*notes, *problems, ask(state)))
@@ -464,11 +470,30 @@ def _take_values(
         state = dataclasses.replace(state, address=address)
         took.add(Field.ADDRESS)
         reading = dataclasses.replace(
-            reading, quantity=None, address=None, address_detail_only=False,
-            address_quality=AddressQuality.NONE,
+            reading,
+            quantity=None if reading.quantity == new else reading.quantity,
+            address=None, address_detail_only=False, address_quality=AddressQuality.NONE,
         )  # fmt: skip
     elif swapped is Field.QUANTITY and reading.swap is not None:
         reading = dataclasses.replace(reading, quantity=reading.swap[1], quantity_conflict=False)
+    if (
+        reading.word_swap is not None
+        and state.address is not None
+        and reading.address_quality < AddressQuality.STRONG
+    ):
+        replaced = _replace_words(state.address, *reading.word_swap)
+        if replaced is not None:  # "не Ахунбаева, а Абдрахманова"
+            state = dataclasses.replace(state, address=replaced)
+            took.add(Field.ADDRESS)
+            reading = dataclasses.replace(
+                reading, address=None, address_quality=AddressQuality.NONE
+            )
+    if reading.detail_fix is not None and state.address is not None and not took:
+        kind, value = reading.detail_fix
+        state = dataclasses.replace(
+            state, address=_merge_detail(state.address, f"{kind} {value}", correcting=True)
+        )
+        took.add(Field.ADDRESS)
     # Quantity.
     if reading.quantity is not None:
         if parse.MIN_QUANTITY <= reading.quantity <= parse.MAX_QUANTITY:
@@ -554,7 +579,9 @@ def _take_address(
         base = state.pending.value if _pending_address(state) else None
         base = base or state.address
         if base is not None:
-            merged = _merge_detail(base, text_address)
+            merged = _merge_detail(
+                base, text_address, correcting=reading.correction or reading.no
+            )
             if _pending_address(state):
                 return dataclasses.replace(state, pending=Pending(Field.ADDRESS, merged)), True, None
             return _set_address(state, merged), True, None
@@ -595,22 +622,76 @@ def _set_address(state: DialogState, address: str) -> DialogState:
     return dataclasses.replace(state, address=address, address_part=None, pending=pending)
 
 
-_DETAIL = re.compile(
-    r"(?i)\b(кв|квартира|под|подъезд|подьезд|эт|этаж|код|домофон|батир|кабат|apt|apartment|flat|"
-    r"floor|entrance)\b\.?\s*(\d+\w?)"
+_KINDS = (
+    ("кв", r"кв|квартира|квартиру|квартиры|батир|apt|apartment|flat|kv|kvartira"),
+    ("дом", r"дом|д|house|building|үй|уй|uy|dom"),
+    ("подъезд", r"под|подъезд|подьезд|entrance|кире бериш|podezd"),
+    ("этаж", r"эт|этаж|этаже|floor|кабат|kabat|etaj|etazh"),
+    ("код", r"код|домофон|code"),
+)
+_KIND_WORDS = "|".join(p for _, p in _KINDS)
+_KIND_FIRST = re.compile(r"(?i)(?<!\w)(" + _KIND_WORDS + r")(?!\w)\.?\s*(?:is\s+)?(\d+[\w/]*)")
+_NUMBER_FIRST = re.compile(
+    r"(?i)(?<![\w/])(\d+[\w/]*)(?:-?(?:й|я|е|ый|ий))?\s*(" + _KIND_WORDS + r")(?!\w)"
 )
 
 
-def _merge_detail(address: str, detail: str) -> str:
-    """ "Токтогула 10, кв. 5" + "кв 12" → "Токтогула 10, кв. 12"; a new kind of detail is added."""
-    match = _DETAIL.search(detail)
-    if match is not None:
-        kind = match.group(1).casefold()[:2]
-        for existing in _DETAIL.finditer(address):
-            if existing.group(1).casefold()[:2] == kind:
-                start, end = existing.span(2)
-                return address[:start] + match.group(2) + address[end:]
-    return f"{address}, {detail}"
+def _kind(word: str) -> str:
+    word = word.casefold()
+    for name, pattern in _KINDS:
+        if re.fullmatch(pattern, word):
+            return name
+    return word
+
+
+def _details(text: str) -> list[tuple[str, str, tuple[int, int], str]]:
+    """(kind, value, span of the value, as written) of each "кв 5", "дом 12", "5 кв"."""
+    out = []
+    taken: list[tuple[int, int]] = []
+    for m in _KIND_FIRST.finditer(text):
+        out.append((_kind(m.group(1)), m.group(2), m.span(2), m.group(0)))
+        taken.append(m.span())
+    for m in _NUMBER_FIRST.finditer(text):
+        if any(a < m.end() and m.start() < b for a, b in taken):
+            continue  # "89 кв 12": the 12 belongs to кв, the 89 is the house
+        out.append((_kind(m.group(2)), m.group(1), m.span(1), m.group(0)))
+    return out
+
+
+def _merge_detail(address: str, detail: str, *, correcting: bool = False) -> str:
+    """ "Токтогула 10, кв. 5" + "кв 12" → "Токтогула 10, кв. 12"; a new kind of detail is
+    added; when correcting, "дом 15" replaces the house number written after the street."""
+    found = _details(detail)
+    if not found:
+        return f"{address}, {detail}"
+    extra = []
+    for kind, value, _, written in found:
+        existing = [span for k, _, span, _ in _details(address) if k == kind]
+        if existing:
+            start, end = existing[-1]
+            address = address[:start] + value + address[end:]
+        elif kind == "дом" and correcting and re.search(r"\d", address):
+            number = re.search(r"\d+[\w/]*", address)
+            assert number is not None
+            address = address[: number.start()] + value + address[number.end() :]
+        else:
+            extra.append(written)
+    return ", ".join([address, *extra])
+
+
+def _replace_words(address: str, old: str, new: str) -> str | None:
+    """ "Ахунбаева 170" with ("Ахунбаева", "Абдрахманова") → "Абдрахманова 170"."""
+    position = address.casefold().find(old.casefold())
+    if position < 0:
+        stem = old.casefold()[: max(4, len(old) - 2)]
+        position = address.casefold().find(stem)
+        if position < 0:
+            return None
+        end = position + len(stem)
+        while end < len(address) and address[end].isalpha():
+            end += 1
+        return address[:position] + new + address[end:]
+    return address[:position] + new + address[position + len(old) :]
 
 
 def _accept_pending(state: DialogState) -> DialogState:
@@ -638,9 +719,16 @@ def _advance(state: DialogState) -> DialogState:
 
 def _at_summary(state: DialogState, turn: Turn, reading: Reading, now: float) -> Transition:
     touched = dataclasses.replace(state, updated_at=now)
-    if reading.question is not None:
-        return Transition(touched, (Reply(f"answer_{reading.question}"), ask(touched)))
     clear_yes = reading.yes and not reading.no and not reading.hedge and not reading.correction
+    answer: tuple[Reply, ...] = ()
+    if reading.question is not None:
+        answer = (Reply(f"answer_{reading.question}"),)
+        if not (clear_yes and reading.starts_yes and not state.asked_what_to_change):
+            return Transition(touched, (*answer, ask(touched)))
+    if clear_yes and state.asked_what_to_change:
+        # "what should I change?" — "ok": nothing changed; show the order once more to confirm.
+        again = dataclasses.replace(touched, asked_what_to_change=False)
+        return Transition(again, (ask(again),))
     if clear_yes and (not reading.other_words or reading.starts_yes):
         assert state.address is not None and state.phone is not None  # see is_consistent()
         assert state.quantity is not None
@@ -656,7 +744,7 @@ def _at_summary(state: DialogState, turn: Turn, reading: Reading, now: float) ->
             last_order_key=state.dialog_id,
             last_order_at=now,
         )
-        return Transition(done, (Reply("order_created"),), order)
+        return Transition(done, (*answer, Reply("order_created")), order)
     if (reading.no or reading.correction) and not reading.yes and not reading.other_words:
         asked = dataclasses.replace(touched, asked_what_to_change=True)
         return Transition(asked, (Reply("what_to_change"),))
@@ -728,12 +816,8 @@ def _keep_locale(state: DialogState, turn: Turn, reading: Reading) -> DialogStat
 
 
 def _script_locale(text: str | None) -> str | None:
-    if not text:
-        return None
-    return detect_locale(text) or (
-        "en" if any(c.isascii() and c.isalpha() for c in text) and not any(
-            "\u0400" <= c <= "\u04ff" for c in text) else None
-    )  # fmt: skip
+    """Only the words tell a language: Latin letters are also Russian and Kyrgyz here."""
+    return detect_locale(text) if text else None
 
 
 def _bot_only(text: str | None) -> bool:

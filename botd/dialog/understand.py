@@ -73,6 +73,8 @@ class Reading:
     quantity_conflict: bool = False  # two different counts ("3 или 4")
     quantity_fraction: bool = False  # "2.5"
     swap: tuple[int, int] | None = None  # "не 12, а 21", "вместо 4 давайте 6": (old, new)
+    word_swap: tuple[str, str] | None = None  # "не Ахунбаева, а Абдрахманова": (old, new)
+    detail_fix: tuple[str, str] | None = None  # "wrong flat, it's 12": ("кв", "12")
     address: str | None = None
     address_quality: AddressQuality = AddressQuality.NONE
     address_detail_only: bool = False  # "кв 12", "подъезд 2": a part to add to an address
@@ -211,8 +213,11 @@ _DETAIL_MARKERS = _fold_all(
      "suite", "office", "дом", "д", "үй", "уй", "house", "building", "bldg", "блок", "корпус",
      "уйу", "уй", "kv", "dom", "batir", "kabat", "этажа", "подъезда", "квартире"}
 )  # fmt: skip
-_NEGATORS = _fold_all({"не", "not", "вместо", "instead"})
+_NEGATORS = _fold_all({"не", "ne", "not", "вместо", "vmesto", "instead"})
 _POST_NEGATORS = _fold_all({"эмес", "emes"})
+_SELF_FIX = _fold_all({"правильно", "правильный", "вернее", "точнее", "sorry", "correct",
+                       "actually", "туурасы", "tuurasy", "то есть", "тоесть"})
+_YES_NEGATORS = _fold_all({"не", "ne", "not", "dont", "don't", "isn't", "isnt", "ни", "no"})
 _UNIT_GAP = _fold_all({"water", "воды", "big", "large", "больших", "большие", "литровых",
                        "литровые", "литровую", "19", "л", "по", "of", "суу", "литрлик", "жаңы",
                        "полных", "full", "чистой", "питьевой", "эле", "ele", "gana", "гана",
@@ -424,6 +429,10 @@ def _number_word(word: str) -> int | None:
     return None
 
 
+def strong_before_set(tok: _Tok | None) -> bool:
+    return tok is None or tok.used
+
+
 def _ky_inflected(word: str) -> bool:
     for stem in KY_STEMS:
         if len(stem) >= 2 and word.startswith(stem) and word[len(stem) :] in KY_ENDINGS:
@@ -529,6 +538,12 @@ def _counts(clause: _Clause) -> list[_Count]:
                 span.insert(0, prev)
             elif after is not None:
                 span.append(after)
+        if not strong_before_set(prev) and prev is not None and prev.number is None and (
+            _is_unit(prev.word) or prev.word in FIELD_WORDS[Field.QUANTITY]
+        ) and not (after is not None and _is_unit(after.word)):
+            unit_before = True
+        else:
+            unit_before = False
         negated = (prev is not None and prev.word in _NEGATORS) or (
             after is not None and after.word in _POST_NEGATORS
         ) or (
@@ -538,7 +553,9 @@ def _counts(clause: _Clause) -> list[_Count]:
             prev is not None and prev.word == "of" and i >= 2 and toks[i - 2].word == "instead"
         ):
             negated = True
-        strong = unit or times or (tok.number is None and not doubtful and after is not None
+        if unit_before and prev is not None:
+            span.insert(0, prev)
+        strong = unit or times or unit_before or (tok.number is None and not doubtful and after is not None
                                    and _is_unit(after.word))  # fmt: skip
         if tok.number is None and tok.word not in ONES and _ky_inflected(tok.word):
             strong = True  # "бешти", "экини", "үчөө": Kyrgyz counts by their endings
@@ -627,7 +644,9 @@ _STRIP = (
     INTRO | GREETINGS | THANKS | REQUEST | CORRECTION | YES | NO | ALL_FIELD_WORDS | HEDGES
     | _fold_all({"пожалуйста", "спасибо", "please", "thanks", "ой", "и", "and", "а", "вот", "ну",
                  "так", "да", "там", "ещё", "еще", "номер", "сураныч", "рахмат", "тел",
-                 "кстати"})
+                 "кстати", "тогда", "togda", "then", "анда", "anda", "ok", "ок", "okay",
+                 "хорошо", "ладно", "fine", "good", "ну", "короче", "значит", "it's", "its",
+                 "it", "is", "it`s", "sorry", "извините", "кечиресиз"})
 ) - MARKERS  # fmt: skip
 
 
@@ -641,23 +660,80 @@ def _trim(toks: list[_Tok]) -> list[_Tok]:
     return toks[start:end]
 
 
-def _render(text: str, toks: list[_Tok], used: list[_Tok]) -> str:
+def _render(
+    text: str, toks: list[_Tok], used: list[_Tok], subs: dict[int, str] | None = None
+) -> str:
     """The customer's own text from the first to the last token, without used tokens."""
     if not toks:
         return ""
-    pieces = [toks[0].raw]
+    subs = subs or {}
+    pieces = [subs.get(id(toks[0]), toks[0].raw)]
     for before, tok in zip(toks, toks[1:], strict=False):
         gap = text[before.end : tok.start]
         if any(before.end <= u.start < tok.start for u in used):
             gap = ", " if "," in gap or "\n" in gap else " "
         pieces.append(gap.replace("\n", ", "))
-        pieces.append(tok.raw)
+        pieces.append(subs.get(id(tok), tok.raw))
     # keep a closing full stop of an abbreviation or flat number ("кв. 5." is cut anyway)
     out = "".join(pieces)
     out = re.sub(r"\s+", " ", out)
     out = re.sub(r"\s+([,.;:])", r"\1", out)
     out = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", out)
     return out.strip(" ,;:-—–")
+
+
+_CONTRAST = _fold_all({"а", "a", "but", "бирок", "birok"})
+
+
+def _drop_negated(toks: list[_Tok]) -> list[_Tok]:
+    """ "не Московская, а Киевская 45" → "Киевская 45" (within one clause)."""
+    for i, tok in enumerate(toks):
+        if tok.word in _NEGATORS and tok.word not in ("вместо", "vmesto", "instead"):
+            for j in range(i + 1, len(toks)):
+                if toks[j].word in _CONTRAST:
+                    return toks[:i] + toks[j + 1 :]
+    return toks
+
+
+_DETAIL_KIND = {
+    fold(w): kind
+    for kind, words in {
+        "кв": ("кв", "квартира", "квартиру", "квартиры", "flat", "apt", "apartment", "батир",
+               "batir", "kv", "kvartira"),
+        "дом": ("дом", "дома", "house", "building", "үй", "уй", "uy", "dom"),
+        "подъезд": ("подъезд", "подьезд", "подъезда", "entrance", "кире", "podezd"),
+        "этаж": ("этаж", "этаже", "floor", "кабат", "kabat", "etaj", "etazh"),
+    }.items()
+    for w in words
+}  # fmt: skip
+
+
+def swaps_new_value(swaps_new: list[_Count], chosen: list[_Count]) -> int | None:
+    values = [c.value for c in swaps_new + chosen if c.value is not None]
+    return values[-1] if values else None
+
+
+def _word_swap(toks: list[_Tok]) -> tuple[str, str] | None:
+    """ "не Ахунбаева, а Абдрахманова", "Манас эмес, Чуй": (what it is not, what it is)."""
+    words = [t for t in toks if not t.used]
+    for i, tok in enumerate(words):
+        if tok.word in ("не", "ne", "not"):
+            old = []
+            j = i + 1
+            while j < len(words) and words[j].word not in _CONTRAST and len(old) < 3:
+                old.append(words[j])
+                j += 1
+            new = [t for t in words[j + 1 : j + 4] if t.number is None]
+            if old and new and j < len(words) and all(t.number is None for t in old):
+                if any(t.word not in _NOT_ADDRESS_WORDS for t in old):
+                    return " ".join(t.raw for t in old), " ".join(t.raw for t in new)
+        if tok.word in _POST_NEGATORS and i > 0:
+            old = [t for t in words[max(0, i - 2) : i] if t.word not in _NOT_ADDRESS_WORDS]
+            new = [t for t in words[i + 1 : i + 4] if t.number is None
+                   and t.word not in _NOT_ADDRESS_WORDS]  # fmt: skip
+            if old and new and all(t.number is None for t in old):
+                return " ".join(t.raw for t in old), " ".join(t.raw for t in new)
+    return None
 
 
 def _content_toks(clause: _Clause) -> list[_Tok]:
@@ -722,6 +798,14 @@ def read(
     text = re.sub(r"[^\S\n]+", " ", text).strip()
     phones, phone_rejected, blocked = _find_phones(text, default_region, allowed_regions)
     toks = _tokens(text)
+    if len({p for _, _, p in phones}) == 2:
+        between = [t.word for t in toks if phones[0][1] <= t.start < phones[-1][0]]
+        after = [t.word for t in toks if t.start >= phones[-1][1]]
+        if any(w in CORRECTION or w in NO or w in _SELF_FIX for w in between + after):
+            phones = [phones[-1]]  # "0705 66 71 20, ой нет, 0705 66 71 02 правильно"
+            for tok in toks:
+                if tok.number is not None and tok.start < phones[0][0]:
+                    tok.used = True
     for tok in toks:
         if any(s <= tok.start < e for s, e, _ in phones):
             tok.used = True
@@ -730,6 +814,8 @@ def read(
     counts: list[_Count] = []
     swaps_old: list[_Count] = []
     swaps_new: list[_Count] = []
+    subs: dict[int, str] = {}  # token id → the customer's own correction of it
+    by_clause: list[tuple[int, _Count]] = []  # every count with its clause, for swaps
     address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
     any_value_clause = bool(phones)
     for index, clause in enumerate(clauses):
@@ -752,6 +838,7 @@ def read(
         # nothing but the number and filler words.
         negated_toks = {id(t) for c in clause_counts if c.negated for t in c.toks}
         for count in clause_counts:
+            by_clause.append((index, count))
             if count.negated:
                 swaps_old.append(count)
                 continue
@@ -784,12 +871,27 @@ def read(
                 for tok in count.toks:
                     tok.used = True
         if any(t.word in _POST_NEGATORS for t in clause.toks) or (
-            words and words[0] in ("не", "not") and len(words) <= 4
+            words and words[0] in ("не", "ne", "not") and len(words) <= 4
         ):
             continue  # "Манас эмес", "не Токтогула": what it is not is no address
-        rest_toks = _trim(_content_toks(clause))
+        rest_toks = _trim(_drop_negated(_content_toks(clause)))
         if not rest_toks:
             continue
+        fixing = any(t.word in CORRECTION or t.word in NO or t.word in _SELF_FIX
+                     for t in clause.toks)  # fmt: skip
+        if (
+            fixing
+            and len(rest_toks) == 1
+            and rest_toks[0].number is not None
+            and address_parts
+            and address_parts[-1][0] == index - 1
+        ):
+            numbers = [t for t in address_parts[-1][1] if t.number is not None]
+            if numbers:  # "Frunze street 300, no sorry 330": the last number was wrong
+                subs[id(numbers[-1])] = rest_toks[0].raw
+                address_parts.append((index, [], AddressQuality.NONE, False))
+                rest_toks[0].used = True
+                continue
         quality = _address_quality(rest_toks, text)
         detail = _is_detail_only(rest_toks, text)
         if clause.question and quality < AddressQuality.STRONG:
@@ -830,6 +932,8 @@ def read(
     best_key: tuple[int, int] = (-1, -1)
     for run in runs:
         run_toks = [t for _, ts, _, _ in run for t in ts]
+        if not run_toks:
+            continue
         q = _address_quality(run_toks, text)
         if all(d for _, _, _, d in run):
             q = max(q, AddressQuality.DOUBTFUL)
@@ -840,16 +944,26 @@ def read(
         run_toks = [t for _, ts, _, _ in best for t in ts]
         quality = AddressQuality(best_key[0])
         detail_only = all(d for _, _, _, d in best)
-        address = _render(text, run_toks, [t for t in toks if t.used])
+        address = _render(text, run_toks, [t for t in toks if t.used], subs)
         if detail_only:
             quality = AddressQuality.NONE
     # The count: negated ones ("не 3, а 4") give way; two different ones are a conflict.
     chosen = [c for c in counts if not c.negated] or []
     swap: tuple[int, int] | None = None
-    olds = [c.value for c in swaps_old if c.value is not None]
-    news = [c.value for c in chosen + swaps_new if c.value is not None and not c.doubtful]
-    if len(set(olds)) == 1 and len(set(news)) == 1 and olds[0] != news[0]:
-        swap = (olds[0], news[0])
+    # "не 3, а 4", "вместо 4 давайте 6", "30 not 3": the old and the new value stand in the
+    # same clause or the next one.
+    for index, old in by_clause:
+        if not old.negated or old.value is None:
+            continue
+        news = [
+            c.value
+            for i, c in by_clause
+            if i in (index, index + 1) and not c.negated and not c.doubtful
+            and c.value is not None and c.value != old.value
+        ]  # fmt: skip
+        if len(set(news)) == 1:
+            swap = (old.value, news[0])
+            break
     values = {c.value for c in chosen if not c.doubtful}
     quantity: int | None = None
     conflict = False
@@ -870,6 +984,21 @@ def read(
             doubtful = maybe[0].value
     if quantity is not None and acc.correction and len(clear) > 1:
         quantity = clear[-1].value  # "3, точнее 4"
+    if swap is not None and best is not None and address is not None:
+        run_toks = [t for _, ts, _, _ in best for t in ts]
+        olds_in = [t for t in run_toks if t.number == str(swap[0])]
+        if olds_in:  # "кв 7... нет не 7, а 17": fixed within the message
+            subs[id(olds_in[-1])] = str(swap[1])
+            address = _render(text, run_toks, [t for t in toks if t.used], subs)
+            swap = None
+            quantity = None if quantity == swaps_new_value(swaps_new, chosen) else quantity
+    word_swap = _word_swap(toks)
+    detail_fix: tuple[str, str] | None = None
+    if address is None and (acc.correction or acc.no):
+        kinds = {_DETAIL_KIND[t.word] for t in toks if t.word in _DETAIL_KIND}
+        free = [t for t in toks if t.number is not None and not t.used]
+        if len(kinds) == 1 and len(free) == 1 and quantity is None:
+            detail_fix = (next(iter(kinds)), free[0].raw)  # "wrong flat, it's 12"
     all_words = tuple(t.word for t in toks if t.number is None)
     stripped = text.strip()
     if any(e in text for e in lx.YES_EMOJI) or (stripped and set(stripped) <= {"+", "!", " "}):
@@ -887,6 +1016,8 @@ def read(
         quantity_conflict=conflict,
         quantity_fraction=fraction and quantity is None,
         swap=swap,
+        word_swap=word_swap,
+        detail_fix=detail_fix,
         address=address if quality > AddressQuality.NONE or detail_only else None,
         address_quality=quality,
         address_detail_only=detail_only,
@@ -974,6 +1105,14 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
     for i, w in enumerate(plain):
         if i in consumed:
             continue
+        if w in YES and (
+            (i > 0 and plain[i - 1] in _YES_NEGATORS)
+            or (i + 1 < len(plain) and plain[i + 1] in _POST_NEGATORS)
+        ):
+            acc.no = True  # "туура эмес", "не верно", "not correct": a no, never a yes
+            acc.correction = True
+            consumed.update({i - 1, i, i + 1} & set(range(len(plain))))
+            continue
         if w in GREETINGS:
             acc.greeting = True
         elif w in THANKS:
@@ -1049,7 +1188,7 @@ _EN_ONLY = EN_WORDS - RU_LATIN - KY_WORDS
 _BORROWED = (MARKERS | ALL_FIELD_WORDS | PLACES | _fold_all({"ok", "ок", "оператор", "operator",
              "заказ", "менеджер", "салам", "salam", "адрес", "номер", "nomer", "adres"})) - (
     KY_WORDS - _fold_all({"үй", "уй", "батир", "кабат"})
-)  # fmt: skip
+) - (EN_WORDS - RU_LATIN)  # fmt: skip
 
 
 def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, int]:
