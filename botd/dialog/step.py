@@ -216,10 +216,11 @@ def _idle_turn(
         return _cancel_placed(previous, locale, now, settings)
     if slash is Command.HANDOFF or (reading.handoff and not reading.has_value):
         return _handoff(previous, locale, now)
-    if recent and not reading.has_value and not reading.request and not reading.question:
-        if (reading.thanks or reading.yes or reading.empty) and not reading.other_words:
-            state = _idle(locale, now, previous)
-            return Transition(state, (Reply("you_are_welcome"),))
+    quiet = not reading.has_value and not reading.request and not reading.question
+    polite = (reading.thanks or reading.yes or reading.empty) and not reading.other_words
+    if recent and quiet and polite:
+        state = _idle(locale, now, previous)
+        return Transition(state, (Reply("you_are_welcome"),))
     if slash is Command.RESTART:
         return _new_dialog(turn, previous, locale, now, "restarted", None, settings)
     return _new_dialog(turn, previous, locale, now, opening, reading, settings)
@@ -390,7 +391,7 @@ def _converse(
                 notes.append(Reply("address_asked_again"))
     # At the summary: yes, no, what to change.
     if at_summary and not took and not problems:
-        return _at_summary(state, turn, reading, now)
+        return _at_summary(state, turn, reading, now, settings)
     if state.editing and took & {_STEP_FIELD.get(state.step)}:
         state = dataclasses.replace(state, editing=False)
     if took and before.asked_what_to_change:
@@ -401,7 +402,11 @@ def _converse(
         notes.append(Reply(f"answer_{reading.question}"))
     if not took and not problems and reading.question is None and not opening:
         notes.extend(_small_talk(before, turn, reading))  # the opening greets already
-    if took and state.step is Step.WAITING_CONFIRMATION and before.step is Step.WAITING_CONFIRMATION:
+    if (
+        took
+        and state.step is Step.WAITING_CONFIRMATION
+        and before.step is Step.WAITING_CONFIRMATION
+    ):
         notes.append(Reply("value_updated"))
     return Transition(state, (*notes, *problems, ask(state)))
 
@@ -542,9 +547,9 @@ def _swap_target(state: DialogState, reading: Reading) -> Field | None:
     if reading.swap is None:
         return None
     old = reading.swap[0]
-    in_address = state.address is not None and re.search(
-        rf"(?<!\d){old}(?!\d)", state.address
-    ) is not None
+    in_address = (
+        state.address is not None and re.search(rf"(?<!\d){old}(?!\d)", state.address) is not None
+    )
     detail = reading.address_detail_only or Field.ADDRESS in reading.fields
     if in_address and (detail or state.quantity != old):
         return Field.ADDRESS
@@ -571,19 +576,25 @@ def _take_address(
     if text_address is None:
         return state, False, None
     if len(text_address) > parse.MAX_ADDRESS_CHARS:
-        return state, False, Reply(
-            "address_too_long", (("max_chars", str(parse.MAX_ADDRESS_CHARS)),)
+        return (
+            state,
+            False,
+            Reply("address_too_long", (("max_chars", str(parse.MAX_ADDRESS_CHARS)),)),
         )
     asked = expecting is Field.ADDRESS or Field.ADDRESS in reading.fields
     if reading.address_detail_only:
-        base = state.pending.value if _pending_address(state) else None
+        base = (
+            state.pending.value if state.pending is not None and _pending_address(state) else None
+        )
         base = base or state.address
         if base is not None:
-            merged = _merge_detail(
-                base, text_address, correcting=reading.correction or reading.no
-            )
+            merged = _merge_detail(base, text_address, correcting=reading.correction or reading.no)
             if _pending_address(state):
-                return dataclasses.replace(state, pending=Pending(Field.ADDRESS, merged)), True, None
+                return (
+                    dataclasses.replace(state, pending=Pending(Field.ADDRESS, merged)),
+                    True,
+                    None,
+                )
             return _set_address(state, merged), True, None
         if state.address_part is not None:
             return _combine_part(state, text_address, AddressQuality.STRONG), True, None
@@ -601,9 +612,13 @@ def _take_address(
     value = text_address
     if state.address_part and state.address_part.casefold() not in value.casefold():
         value = f"{state.address_part}, {value}"
-    return dataclasses.replace(
-        state, pending=Pending(Field.ADDRESS, value), step=Step.WAITING_ADDRESS
-    ), True, None
+    return (
+        dataclasses.replace(
+            state, pending=Pending(Field.ADDRESS, value), step=Step.WAITING_ADDRESS
+        ),
+        True,
+        None,
+    )
 
 
 def _pending_address(state: DialogState) -> bool:
@@ -717,7 +732,16 @@ def _advance(state: DialogState) -> DialogState:
     return dataclasses.replace(state, step=Step.WAITING_CONFIRMATION, editing=False)
 
 
-def _at_summary(state: DialogState, turn: Turn, reading: Reading, now: float) -> Transition:
+def _order_created(settings: DialogSettings) -> Reply:
+    if settings.cancel_window_seconds <= 0:
+        return Reply("order_created_final")
+    minutes = max(1, round(settings.cancel_window_seconds / 60))
+    return Reply("order_created", (("minutes", str(minutes)),))
+
+
+def _at_summary(
+    state: DialogState, turn: Turn, reading: Reading, now: float, settings: DialogSettings
+) -> Transition:
     touched = dataclasses.replace(state, updated_at=now)
     clear_yes = reading.yes and not reading.no and not reading.hedge and not reading.correction
     answer: tuple[Reply, ...] = ()
@@ -744,7 +768,7 @@ def _at_summary(state: DialogState, turn: Turn, reading: Reading, now: float) ->
             last_order_key=state.dialog_id,
             last_order_at=now,
         )
-        return Transition(done, (*answer, Reply("order_created")), order)
+        return Transition(done, (*answer, _order_created(settings)), order)
     if (reading.no or reading.correction) and not reading.yes and not reading.other_words:
         asked = dataclasses.replace(touched, asked_what_to_change=True)
         return Transition(asked, (Reply("what_to_change"),))

@@ -67,7 +67,9 @@ REPLY_PARAMS: Mapping[str, frozenset[str]] = {
     "help_confirmation": _NONE,
     "locale_switched": _NONE,
     # Endings.
-    "order_created": frozenset({"order_id"}),  # order_id is given by the consumer to render()
+    # order_id is given by the consumer to render(); minutes: the cancel window
+    "order_created": frozenset({"order_id", "minutes"}),
+    "order_created_final": frozenset({"order_id"}),  # no cancel window
     "order_cancelled": _NONE,
     "placed_order_cancelled": frozenset({"order_id"}),  # likewise
     "order_cancel_too_late": _NONE,

@@ -21,6 +21,7 @@ Lexicons live in :mod:`.lexicon`; fuzzy matching (rapidfuzz) forgives one typo i
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -210,18 +211,60 @@ _DETAIL_MARKERS = _fold_all(
     {"кв", "квартира", "квартиры", "квартиру", "кв-ра", "под", "подъезд", "подьезд", "пд", "эт",
      "этаж", "этаже", "корпус", "корп", "блок", "офис", "оф", "домофон", "код", "батир",
      "батири", "кабат", "кабатта", "кире", "apartment", "apt", "flat", "floor", "entrance",
-     "suite", "office", "дом", "д", "үй", "уй", "house", "building", "bldg", "блок", "корпус",
-     "уйу", "уй", "kv", "dom", "batir", "kabat", "этажа", "подъезда", "квартире"}
+     "suite", "office", "дом", "д", "үй", "уй", "house", "building", "bldg", "уйу", "kv",
+     "dom", "batir", "kabat", "этажа", "подъезда", "квартире"}
 )  # fmt: skip
 _NEGATORS = _fold_all({"не", "ne", "not", "вместо", "vmesto", "instead"})
 _POST_NEGATORS = _fold_all({"эмес", "emes"})
-_SELF_FIX = _fold_all({"правильно", "правильный", "вернее", "точнее", "sorry", "correct",
-                       "actually", "туурасы", "tuurasy", "то есть", "тоесть"})
+_SELF_FIX = _fold_all(
+    {
+        "правильно",
+        "правильный",
+        "вернее",
+        "точнее",
+        "sorry",
+        "correct",
+        "actually",
+        "туурасы",
+        "tuurasy",
+        "то есть",
+        "тоесть",
+    }
+)
 _YES_NEGATORS = _fold_all({"не", "ne", "not", "dont", "don't", "isn't", "isnt", "ни", "no"})
-_UNIT_GAP = _fold_all({"water", "воды", "big", "large", "больших", "большие", "литровых",
-                       "литровые", "литровую", "19", "л", "по", "of", "суу", "литрлик", "жаңы",
-                       "полных", "full", "чистой", "питьевой", "эле", "ele", "gana", "гана",
-                       "литрдик", "litr", "liter", "litre", "l"})
+_UNIT_GAP = _fold_all(
+    {
+        "water",
+        "воды",
+        "big",
+        "large",
+        "больших",
+        "большие",
+        "литровых",
+        "литровые",
+        "литровую",
+        "19",
+        "л",
+        "по",
+        "of",
+        "суу",
+        "литрлик",
+        "жаңы",
+        "полных",
+        "full",
+        "чистой",
+        "питьевой",
+        "эле",
+        "ele",
+        "gana",
+        "гана",
+        "литрдик",
+        "litr",
+        "liter",
+        "litre",
+        "l",
+    }
+)
 _LITRE = ("л", "литр", "lit", "l", "ltr", "литрл")
 _SIZE_VALUES = frozenset({"19", "18,9", "18.9", "20", "10", "5", "1,5", "1.5", "1", "0,5", "0.5",
                           "12", "6", "2", "3"})  # fmt: skip
@@ -238,15 +281,21 @@ _NOT_ADDRESS_WORDS = (
                  "азыр", "тоже", "также", "too", "also", "ещё", "еще", "раз", "уже",
                  "скину", "напишу", "отправлю", "позже", "потом", "later", "send", "ок",
                  "понял", "поняла", "понятно", "ясно", "хорошо", "ладно", "ага", "угу",
-                 "am", "is", "are", "i'm", "im", "to", "for", "at", "on", "our", "we", "it",
+                 "is", "are", "i'm", "im", "to", "for", "at", "on", "our", "we", "it",
                  "this", "that", "here", "there", "my", "мы", "я", "он", "она", "они", "мой",
                  "моя", "наш", "наша", "нас", "вы", "вам", "ваш", "мен", "биз", "сиз", "менин",
-                 "биздин", "сиздин", "эле", "гана", "да", "же", "жана", "тоже", "и", "или",
-                 "but", "or", "so", "then", "ok", "okay", "ок", "окей", "sorry", "извините",
+                 "биздин", "сиздин", "эле", "гана", "да", "же", "жана", "и", "или",
+                 "but", "or", "so", "then", "ok", "okay", "окей", "sorry", "извините",
                  "простите", "кечиресиз", "excuse"})
 )  # fmt: skip
-_INTENT_WORDS = CORRECTION | NO | YES | GREETINGS | THANKS | HEDGES | _fold_all(
-    {"sorry", "извините", "простите", "кечиресиз", "excuse", "wrong"}
+_INTENT_WORDS = (
+    CORRECTION
+    | NO
+    | YES
+    | GREETINGS
+    | THANKS
+    | HEDGES
+    | _fold_all({"sorry", "извините", "простите", "кечиресиз", "excuse", "wrong"})
 )
 _FUZZY_VOCAB = tuple(
     sorted(
@@ -391,10 +440,11 @@ def _find_phones(
         digits = re.sub(r"\D", "", run.group(0))
         if region.upper() == "KG" and _KG_MOBILE.match(digits):  # "555 12 34 56": no 0 or +996
             try:
-                number = phonenumbers.parse("+996" + digits)
+                kg_number: phonenumbers.PhoneNumber | None = phonenumbers.parse("+996" + digits)
             except phonenumbers.NumberParseException:
-                number = None
-            if number is not None and phonenumbers.is_valid_number(number):
+                kg_number = None
+            if kg_number is not None and phonenumbers.is_valid_number(kg_number):
+                number = kg_number
                 if allowed_up and "KG" not in allowed_up:
                     blocked = True
                     continue
@@ -441,7 +491,7 @@ def _ky_inflected(word: str) -> bool:
 
 
 def _is_unit(word: str) -> bool:
-    return len(word) >= 2 and word.startswith(UNIT_PREFIXES) or word in ("x", "х")
+    return (len(word) >= 2 and word.startswith(UNIT_PREFIXES)) or word in ("x", "х")
 
 
 def _is_litre(word: str) -> bool:
@@ -538,30 +588,33 @@ def _counts(clause: _Clause) -> list[_Count]:
                 span.insert(0, prev)
             elif after is not None:
                 span.append(after)
-        if not strong_before_set(prev) and prev is not None and prev.number is None and (
-            _is_unit(prev.word) or prev.word in FIELD_WORDS[Field.QUANTITY]
-        ) and not (after is not None and _is_unit(after.word)):
+        if (
+            not strong_before_set(prev)
+            and prev is not None
+            and prev.number is None
+            and (_is_unit(prev.word) or prev.word in FIELD_WORDS[Field.QUANTITY])
+            and not (after is not None and _is_unit(after.word))
+        ):
             unit_before = True
         else:
             unit_before = False
-        negated = (prev is not None and prev.word in _NEGATORS) or (
-            after is not None and after.word in _POST_NEGATORS
-        ) or (
-            unit and i + len(span) < len(toks) and toks[i + len(span)].word in _POST_NEGATORS
+        negated = (
+            (prev is not None and prev.word in _NEGATORS)
+            or (after is not None and after.word in _POST_NEGATORS)
+            or (unit and i + len(span) < len(toks) and toks[i + len(span)].word in _POST_NEGATORS)
         )
-        if i >= 2 and toks[i - 2].word in ("вместо", "instead") or (
+        if (i >= 2 and toks[i - 2].word in ("вместо", "instead")) or (
             prev is not None and prev.word == "of" and i >= 2 and toks[i - 2].word == "instead"
         ):
             negated = True
         if unit_before and prev is not None:
             span.insert(0, prev)
-        strong = unit or times or unit_before or (tok.number is None and not doubtful and after is not None
+        word_unit = tok.number is None and not doubtful and after is not None
+        strong = unit or times or unit_before or (word_unit and after is not None
                                    and _is_unit(after.word))  # fmt: skip
         if tok.number is None and tok.word not in ONES and _ky_inflected(tok.word):
             strong = True  # "бешти", "экини", "үчөө": Kyrgyz counts by their endings
-        counts.append(
-            _Count(None if fraction else value, strong, negated, doubtful or False, span)
-        )
+        counts.append(_Count(None if fraction else value, strong, negated, doubtful or False, span))
         i += len(span)
     return counts
 
@@ -576,8 +629,12 @@ def _is_marker(tok: _Tok, text: str) -> bool:
     if len(word) == 1 or word in _SINGLE_LETTER_MARKERS:
         # "д. 5", "с. Байтик", "г.Ош", "д5": a single letter counts only as an abbreviation.
         follow = text[tok.end : tok.end + 2]
-        return follow.startswith(".") or follow[:1].isdigit() or follow.startswith(" ") and (
-            tok.end + 1 < len(text) and text[tok.end + 1].isdigit()
+        return (
+            follow.startswith(".")
+            or follow[:1].isdigit()
+            or (
+                follow.startswith(" ") and (tok.end + 1 < len(text) and text[tok.end + 1].isdigit())
+            )
         )
     return True
 
@@ -601,7 +658,7 @@ def _address_quality(toks: list[_Tok], text: str) -> AddressQuality:
         and len(t.word) >= 2
     ]
     named_number = False
-    for a, b in zip(toks, toks[1:], strict=False):
+    for a, b in itertools.pairwise(toks):
         if a.number is None and b.number is not None and (a in content or a in places):
             named_number = True
         if a.number is not None and b.number is None and b.word in MARKERS:
@@ -634,10 +691,14 @@ def _is_detail_only(toks: list[_Tok], text: str) -> bool:
     if not toks or not any(t.number is not None or t.word in _ORDINALS for t in toks):
         return False
     words = [t for t in toks if t.number is None and t.word not in _ORDINALS]
-    return bool(words) and all(
-        (t.word in _DETAIL_MARKERS and _is_marker(t, text)) or t.word in _NOT_ADDRESS_WORDS
-        for t in words
-    ) and any(t.word in _DETAIL_MARKERS for t in words)
+    return (
+        bool(words)
+        and all(
+            (t.word in _DETAIL_MARKERS and _is_marker(t, text)) or t.word in _NOT_ADDRESS_WORDS
+            for t in words
+        )
+        and any(t.word in _DETAIL_MARKERS for t in words)
+    )
 
 
 _STRIP = (
@@ -645,7 +706,7 @@ _STRIP = (
     | _fold_all({"пожалуйста", "спасибо", "please", "thanks", "ой", "и", "and", "а", "вот", "ну",
                  "так", "да", "там", "ещё", "еще", "номер", "сураныч", "рахмат", "тел",
                  "кстати", "тогда", "togda", "then", "анда", "anda", "ok", "ок", "okay",
-                 "хорошо", "ладно", "fine", "good", "ну", "короче", "значит", "it's", "its",
+                 "хорошо", "ладно", "fine", "good", "короче", "значит", "it's", "its",
                  "it", "is", "it`s", "sorry", "извините", "кечиресиз"})
 ) - MARKERS  # fmt: skip
 
@@ -668,7 +729,7 @@ def _render(
         return ""
     subs = subs or {}
     pieces = [subs.get(id(toks[0]), toks[0].raw)]
-    for before, tok in zip(toks, toks[1:], strict=False):
+    for before, tok in itertools.pairwise(toks):
         gap = text[before.end : tok.start]
         if any(before.end <= u.start < tok.start for u in used):
             gap = ", " if "," in gap or "\n" in gap else " "
@@ -718,15 +779,15 @@ def _word_swap(toks: list[_Tok]) -> tuple[str, str] | None:
     words = [t for t in toks if not t.used]
     for i, tok in enumerate(words):
         if tok.word in ("не", "ne", "not"):
-            old = []
+            old: list[_Tok] = []
             j = i + 1
             while j < len(words) and words[j].word not in _CONTRAST and len(old) < 3:
                 old.append(words[j])
                 j += 1
             new = [t for t in words[j + 1 : j + 4] if t.number is None]
-            if old and new and j < len(words) and all(t.number is None for t in old):
-                if any(t.word not in _NOT_ADDRESS_WORDS for t in old):
-                    return " ".join(t.raw for t in old), " ".join(t.raw for t in new)
+            named = any(t.word not in _NOT_ADDRESS_WORDS for t in old)
+            if old and new and j < len(words) and named and all(t.number is None for t in old):
+                return " ".join(t.raw for t in old), " ".join(t.raw for t in new)
         if tok.word in _POST_NEGATORS and i > 0:
             old = [t for t in words[max(0, i - 2) : i] if t.word not in _NOT_ADDRESS_WORDS]
             new = [t for t in words[i + 1 : i + 4] if t.number is None
@@ -817,14 +878,11 @@ def read(
     subs: dict[int, str] = {}  # token id → the customer's own correction of it
     by_clause: list[tuple[int, _Count]] = []  # every count with its clause, for swaps
     address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
-    any_value_clause = bool(phones)
     for index, clause in enumerate(clauses):
         clause.words = tuple(t.word for t in clause.toks if not t.used)
         clause_counts = _counts(clause)
         words = tuple(t.word for t in clause.toks if not t.used)
-        number_free = tuple(
-            t.word for t in clause.toks if not t.used and t.number is None
-        )
+        number_free = tuple(t.word for t in clause.toks if not t.used and t.number is None)
         intents_only = _read_intents(clause, words, acc)
         topic_question = clause.question or (words and words[0] in QUESTION_WORDS)
         if topic_question and _has_topic(words):
@@ -855,10 +913,18 @@ def read(
                 t for t in clause.toks if t.number is not None and t not in count.toks
                 and not t.used and id(t) not in negated_toks
             ]  # fmt: skip
-            if count.strong or count.doubtful:
-                counts.append(count)
-            elif bare_ok and not other_numbers and (
-                expecting is Field.QUANTITY or count.toks[0].number is None or len(clauses) > 1
+            if (
+                count.strong
+                or count.doubtful
+                or (
+                    bare_ok
+                    and not other_numbers
+                    and (
+                        expecting is Field.QUANTITY
+                        or count.toks[0].number is None
+                        or len(clauses) > 1
+                    )
+                )
             ):
                 counts.append(count)
             else:
@@ -911,13 +977,10 @@ def read(
             acc.other_words += sum(
                 1 for t in rest_toks if t.number is None and t.word not in _NOT_ADDRESS_WORDS
             )
-            if number_free and not intents_only and any(
-                t.number is not None for t in rest_toks
-            ):
+            if number_free and not intents_only and any(t.number is not None for t in rest_toks):
                 acc.other_words += 1
             continue
         address_parts.append((index, rest_toks, quality, detail))
-        any_value_clause = True
     # Join adjacent address clauses; keep the best run.
     address: str | None = None
     quality = AddressQuality.NONE
@@ -1153,9 +1216,7 @@ def _question_clause(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool
         if _find_phrase(words, phrases):
             topic = name
             break
-    if topic is None and not (
-        clause.question or (words and words[0] in QUESTION_WORDS)
-    ):
+    if topic is None and not (clause.question or (words and words[0] in QUESTION_WORDS)):
         return False
     if topic is None:
         if _only(words, GREETINGS | THANKS | YES | NO | REQUEST | CORRECTION):
@@ -1180,7 +1241,7 @@ _RU_WORDS = frozenset(
                            "тоже", "только", "ещё", "еще", "если", "или", "за", "от", "до",
                            "к", "для", "вы", "мы", "нам", "наш", "ваш", "так", "вот"}))
     if re.fullmatch(r"[а-яё\-]+", w)
-) - KY_WORDS - {"он", "бир", "эки", "уч", "торт", "беш", "алты", "жети", "адам", "ооба"}  # fmt: skip
+) - KY_WORDS - {"он", "бир", "эки", "уч", "торт", "беш", "алты", "жети", "адам"}  # fmt: skip
 _EN_ONLY = EN_WORDS - RU_LATIN - KY_WORDS
 
 
