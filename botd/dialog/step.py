@@ -188,8 +188,12 @@ def is_consistent(state: DialogState) -> bool:
     if state.step in (Step.IDLE, Step.HANDOFF):
         return True
     complete = None not in (state.address, state.phone, state.quantity)
-    if not state.dialog_id or (state.editing and not complete):
+    if not state.dialog_id:
         return False
+    if state.editing and (
+        state.step not in _STEP_FIELD or _value(state, _STEP_FIELD[state.step]) is None
+    ):
+        return False  # editing re-asks a value the customer gave before
     if state.pending is not None and state.step is not _FIELD_STEP[state.pending.field]:
         return False
     if state.step is Step.WAITING_CONFIRMATION:
@@ -354,6 +358,14 @@ def _slash(
     return Transition(touched, (ask(touched),))  # "/bot" while the bot is already answering
 
 
+def _value(state: DialogState, field: Field) -> object:
+    if field is Field.ADDRESS:
+        return state.address
+    if field is Field.PHONE:
+        return state.phone
+    return state.quantity
+
+
 def _untouched(state: DialogState) -> bool:
     return state.address is None and state.phone is None and state.quantity is None
 
@@ -392,7 +404,8 @@ def _converse(
     # At the summary: yes, no, what to change.
     if at_summary and not took and not problems:
         return _at_summary(state, turn, reading, now, settings)
-    if state.editing and took & {_STEP_FIELD.get(state.step)}:
+    just_asked = state.editing and not before.editing  # "адрес неправильный": asked again
+    if state.editing and not just_asked and took & {_STEP_FIELD.get(state.step)}:
         state = dataclasses.replace(state, editing=False)
     if took and before.asked_what_to_change:
         state = dataclasses.replace(state, asked_what_to_change=False)
@@ -530,10 +543,10 @@ def _take_values(
         problems.append(address_problem)
     # A field named for a change, without its value: ask it again (from the summary too).
     named = reading.fields - took
-    wants_change = reading.correction or reading.no or state.asked_what_to_change
+    wants_change = reading.correction or reading.no or reading.apology or state.asked_what_to_change
     if named and wants_change and len(named) == 1 and not took:
         field = next(iter(named))
-        if None not in (state.address, state.phone, state.quantity):
+        if _value(state, field) is not None:
             state = dataclasses.replace(
                 state, step=_FIELD_STEP[field], editing=True, pending=None,
                 asked_what_to_change=False,
@@ -600,6 +613,22 @@ def _take_address(
             return _combine_part(state, text_address, AddressQuality.STRONG), True, None
         return state, False, None
     if quality is AddressQuality.STRONG:
+        replacing = state.address is not None and not (
+            asked
+            or reading.correction
+            or reading.apology
+            or reading.no
+            or state.step is Step.WAITING_CONFIRMATION
+            or state.editing
+        )
+        if replacing:  # a new address in passing: asked back, never swapped in silently
+            return (
+                dataclasses.replace(
+                    state, pending=Pending(Field.ADDRESS, text_address), step=Step.WAITING_ADDRESS
+                ),
+                True,
+                None,
+            )
         return _combine_part(state, text_address, quality), True, None
     if not asked:
         return state, False, None

@@ -95,6 +95,7 @@ class Reading:
     hedge: bool = False  # "но", "not sure": a yes that is not a clear yes
     starts_yes: bool = False  # the message opens with a yes ("yes, sorry, was busy")
     correction: bool = False
+    apology: bool = False  # "извините", "sorry", "кечиресиз": often before a correction
     fields: frozenset[Field] = frozenset()  # fields named ("адрес", "телефон", "количество")
     other_words: int = 0  # words nothing above accounts for
     locale: str | None = None  # the language of the words, when they tell
@@ -135,7 +136,9 @@ def _phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
 
 
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
-_TOKEN_RE = re.compile(r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?|[^\W\d_]+(?:['-][^\W\d_]+)*")
+_TOKEN_RE = re.compile(
+    r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?(?:[абвгabcd](?![^\W\d_]))?|[^\W\d_]+(?:['-][^\W\d_]+)*"
+)
 
 YES = _fold_all(lx.YES)
 NO = _fold_all(lx.NO)
@@ -216,6 +219,13 @@ _DETAIL_MARKERS = _fold_all(
 )  # fmt: skip
 _NEGATORS = _fold_all({"не", "ne", "not", "вместо", "vmesto", "instead"})
 _POST_NEGATORS = _fold_all({"эмес", "emes"})
+_ADDRESS_WORDS = _fold_all(
+    {"адрес", "адреса", "адрести", "address", "adres", "дарек", "даректи", "дарегим", "дарегин"}
+)
+_APOLOGIES = _fold_all(
+    {"sorry", "извините", "простите", "кечиресиз", "excuse", "izvinite", "prostite",
+     "kechiresiz", "сорри", "sori", "sorri", "пардон"}
+)  # fmt: skip
 _SELF_FIX = _fold_all(
     {
         "правильно",
@@ -286,7 +296,14 @@ _NOT_ADDRESS_WORDS = (
                  "моя", "наш", "наша", "нас", "вы", "вам", "ваш", "мен", "биз", "сиз", "менин",
                  "биздин", "сиздин", "эле", "гана", "да", "же", "жана", "и", "или",
                  "but", "or", "so", "then", "ok", "okay", "окей", "sorry", "извините",
-                 "простите", "кечиресиз", "excuse"})
+                 "простите", "кечиресиз", "excuse", "меня", "тебя", "них", "его",
+                 "её", "ее", "ей", "им", "blin", "блин", "tot", "zhe", "тот", "та", "то",
+                 "те", "пустые", "пустых", "пустую", "пустой", "пустая", "теперь", "вот",
+                 "всё", "все", "эми", "anda", "анда", "тогда", "togda", "верно",
+                 "правильно", "точно", "empty", "empties", "бош", "have", "has", "got",
+                 "было", "бар", "жок", "i'd", "id", "i've", "ive", "i'll", "ill",
+                 "meant", "mean", "вернее", "забыл", "забыла", "про", "lol", "лол", "haha",
+                 "хаха", "that's", "thats"})
 )  # fmt: skip
 _INTENT_WORDS = (
     CORRECTION
@@ -362,7 +379,8 @@ def _tokens(text: str) -> list[_Tok]:
     for m in _TOKEN_RE.finditer(text):
         raw = m.group(0)
         if raw[0].isdigit():
-            out.append(_Tok(m.start(), m.end(), raw, raw, raw))
+            digits = raw.rstrip("абвгabcdАБВГABCD")  # "17а": house 17a; its number is 17
+            out.append(_Tok(m.start(), m.end(), raw, digits, digits))
         elif "/" in raw:
             out.append(_Tok(m.start(), m.end(), raw, "жм", None))
         else:
@@ -379,7 +397,7 @@ def _clauses(text: str, toks: list[_Tok]) -> list[_Clause]:
     """Cut at line breaks, ``;!?``, commas (not inside numbers) and sentence full stops."""
     cuts: list[tuple[int, bool]] = []  # (position, ends a question)
     for i, ch in enumerate(text):
-        if ch in "\n;!?…|/" and not (ch == "/" and _slash_inside_word(text, i)):
+        if ch in "\n;!?…|/—–" and not (ch == "/" and _slash_inside_word(text, i)):
             cuts.append((i, ch == "?"))
         elif ch == ",":
             if 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
@@ -495,7 +513,11 @@ def _is_unit(word: str) -> bool:
 
 
 def _is_litre(word: str) -> bool:
-    return word in _LITRE or word.startswith(("литр", "liter", "litre", "litr"))
+    return (
+        word in _LITRE
+        or word in ("ку", "ка", "ти", "ти-литровые", "литрлик", "литрдик", "litrlik", "l")
+        or word.startswith(("литр", "liter", "litre", "litr"))
+    )
 
 
 @dataclass(slots=True)
@@ -530,6 +552,16 @@ def _counts(clause: _Clause) -> list[_Count]:
                 value = int(whole) if len(whole) <= 6 else 10**6
             else:
                 value = int(tok.number) if len(tok.number) <= 6 else 10**6
+        elif (
+            tok.word in ("half", "пол")
+            and nxt is not None
+            and (
+                nxt.word in ("dozen", "дюжины")
+                or (nxt.word == "a" and i + 2 < len(toks) and toks[i + 2].word == "dozen")
+            )
+        ):
+            value = 6  # "half a dozen", "пол дюжины"
+            span.extend(toks[i + 1 : i + (3 if nxt.word == "a" else 2)])
         elif tok.word in DOUBTFUL_NUMBERS:
             value = DOUBTFUL_NUMBERS[tok.word]
             doubtful = True
@@ -639,12 +671,18 @@ def _is_marker(tok: _Tok, text: str) -> bool:
     return True
 
 
-def _address_quality(toks: list[_Tok], text: str) -> AddressQuality:
+def _address_quality(toks: list[_Tok], text: str, *, asked: bool = True) -> AddressQuality:
+    """How address-like ``toks`` are. ``asked``: the bot asked for the address (or nothing
+    yet), so a lowercase word with a number ("ахунбаева 12") is a street; otherwise only a
+    capitalised one is ("Ахунбаева 12" yes, "вернее 4" no)."""
     if not toks:
         return AddressQuality.NONE
     markers = [t for t in toks if _is_marker(t, text)]
     street = any(t.word in _STREET_MARKERS for t in markers)
     numbers = [t for t in toks if t.number is not None]
+    for before, tok in itertools.pairwise(toks):
+        if before in markers and tok.number is None and _spelled_number(tok.word):
+            numbers.append(tok)  # "дом сто двадцать": a house number in words
     places = [t for t in toks if t.word in PLACES]
     landmark = any(t.word in LANDMARKS for t in toks)
     content = [
@@ -655,16 +693,19 @@ def _address_quality(toks: list[_Tok], text: str) -> AddressQuality:
         and t.word not in MARKERS
         and t.word not in LANDMARKS
         and t.word not in PLACES
+        and t not in numbers
         and len(t.word) >= 2
     ]
     named_number = False
     for a, b in itertools.pairwise(toks):
         if a.number is None and b.number is not None and (a in content or a in places):
-            named_number = True
+            named_number = named_number or asked or a.raw[:1].isupper() or a in places
         if a.number is not None and b.number is None and b.word in MARKERS:
             named_number = True  # "8 мкр", "12 микрорайон"
     if markers and numbers and (content or places or street or len(markers) >= 2):
         return AddressQuality.STRONG
+    if numbers and any(t.word in _LOCALITY_MARKERS for t in markers):
+        return AddressQuality.STRONG  # "мкр 8", "8 мкр", "квартал 12"
     if named_number:
         return AddressQuality.STRONG
     if landmark and (len(content) >= 2 or (content and numbers)):
@@ -680,10 +721,22 @@ def _address_quality(toks: list[_Tok], text: str) -> AddressQuality:
     return AddressQuality.NONE
 
 
+_LOCALITY_MARKERS = _fold_all(
+    {"мкр", "мкрн", "микрорайон", "микрорайоне", "мкр-н", "м-н", "жм", "жилмассив", "квартал",
+     "mkr", "microdistrict", "mikrorayon", "кичи", "массив", "массиви"}
+)  # fmt: skip
 _ORDINALS = _fold_all({"первый", "второй", "третий", "четвертый", "четвёртый", "пятый",
                        "шестой", "седьмой", "восьмой", "девятый", "десятый", "first", "second",
                        "third", "fourth", "fifth", "биринчи", "экинчи", "үчүнчү", "учунчу",
                        "төртүнчү", "тортунчу", "бешинчи"})  # fmt: skip
+
+
+_HUNDREDS = _fold_all({"сто", "двести", "триста", "четыреста", "пятьсот", "жүз", "жуз",
+                       "hundred"})  # fmt: skip
+
+
+def _spelled_number(word: str) -> bool:
+    return word in ONES or word in TEENS or word in TENS or word in _HUNDREDS
 
 
 def _is_detail_only(toks: list[_Tok], text: str) -> bool:
@@ -840,6 +893,7 @@ class _Acc:
     no: bool = False
     hedge: bool = False
     correction: bool = False
+    apology: bool = False
     fields: set[Field] = field(default_factory=set)
     other_words: int = 0
 
@@ -855,6 +909,7 @@ def read(
     a count only when the count was asked for, or at the summary — ``Field.QUANTITY``)."""
     if text is None:
         return Reading()
+    asked = expecting is None or expecting is Field.ADDRESS
     text = unicodedata.normalize("NFKC", text)
     text = re.sub(r"[^\S\n]+", " ", text).strip()
     phones, phone_rejected, blocked = _find_phones(text, default_region, allowed_regions)
@@ -884,14 +939,46 @@ def read(
         words = tuple(t.word for t in clause.toks if not t.used)
         number_free = tuple(t.word for t in clause.toks if not t.used and t.number is None)
         intents_only = _read_intents(clause, words, acc)
-        topic_question = clause.question or (words and words[0] in QUESTION_WORDS)
-        if topic_question and _has_topic(words):
+        lead = tuple(w for w in words if w not in _QUESTION_LEAD)
+        topic_question = clause.question or bool(lead and lead[0] in QUESTION_WORDS)
+        if _has_topic(words) and (topic_question or not _has_value_words(clause)):
             _question_clause(clause, words, acc)
             continue  # "how much is one bottle?": no value is given by asking about it
         if clause.question and not clause_counts and _question_clause(clause, words, acc):
             continue
         if intents_only and not any(t.number is not None and not t.used for t in clause.toks):
             continue
+        free = [t for t in clause.toks if not t.used]
+        if (
+            len(free) == 1
+            and free[0].number is not None
+            and address_parts
+            and address_parts[-1][0] == index - 1
+            and address_parts[-1][2] is AddressQuality.NEEDS_HOUSE
+        ):
+            address_parts.append((index, free, AddressQuality.STRONG, False))
+            continue  # "улица Киевская, 95": the house number, not a count
+        fix_toks = _trim(_drop_negated(_content_toks(clause)))
+        fixing = any(
+            t.word in CORRECTION or t.word in NO or t.word in _SELF_FIX or t.word in _APOLOGIES
+            for t in clause.toks
+        )
+        negated_here = any(c.negated for c in clause_counts)
+        if (
+            fixing
+            and not negated_here
+            and len(fix_toks) == 1
+            and fix_toks[0].number is not None
+            and address_parts
+            and address_parts[-1][0] == index - 1
+            and expecting is not Field.QUANTITY
+        ):
+            numbers = [t for t in address_parts[-1][1] if t.number is not None]
+            if numbers:  # "Frunze street 300, no sorry 330": the last number was wrong
+                subs[id(numbers[-1])] = fix_toks[0].raw
+                address_parts.append((index, [], AddressQuality.NONE, False))
+                fix_toks[0].used = True
+                continue
         # Counts: strong ones anywhere; bare ones when a count is expected or the clause is
         # nothing but the number and filler words.
         negated_toks = {id(t) for c in clause_counts if c.negated for t in c.toks}
@@ -908,7 +995,7 @@ def read(
             )  # fmt: skip
             bare_ok = _only(rest, QUANTITY_FILLERS | YES | NO | CORRECTION | _NEGATORS
                             | _POST_NEGATORS | FIELD_WORDS[Field.QUANTITY] | GREETINGS
-                            | THANKS | REQUEST) or not rest  # fmt: skip
+                            | THANKS | REQUEST | _APOLOGIES | HEDGES) or not rest  # fmt: skip
             other_numbers = [
                 t for t in clause.toks if t.number is not None and t not in count.toks
                 and not t.used and id(t) not in negated_toks
@@ -937,28 +1024,15 @@ def read(
                 for tok in count.toks:
                     tok.used = True
         if any(t.word in _POST_NEGATORS for t in clause.toks) or (
-            words and words[0] in ("не", "ne", "not") and len(words) <= 4
+            words
+            and words[0] in ("не", "ne", "not", "вместо", "vmesto", "instead")
+            and len(words) <= 4
         ):
             continue  # "Манас эмес", "не Токтогула": what it is not is no address
         rest_toks = _trim(_drop_negated(_content_toks(clause)))
         if not rest_toks:
             continue
-        fixing = any(t.word in CORRECTION or t.word in NO or t.word in _SELF_FIX
-                     for t in clause.toks)  # fmt: skip
-        if (
-            fixing
-            and len(rest_toks) == 1
-            and rest_toks[0].number is not None
-            and address_parts
-            and address_parts[-1][0] == index - 1
-        ):
-            numbers = [t for t in address_parts[-1][1] if t.number is not None]
-            if numbers:  # "Frunze street 300, no sorry 330": the last number was wrong
-                subs[id(numbers[-1])] = rest_toks[0].raw
-                address_parts.append((index, [], AddressQuality.NONE, False))
-                rest_toks[0].used = True
-                continue
-        quality = _address_quality(rest_toks, text)
+        quality = _address_quality(rest_toks, text, asked=asked)
         detail = _is_detail_only(rest_toks, text)
         if clause.question and quality < AddressQuality.STRONG:
             _question_clause(clause, tuple(t.word for t in rest_toks), acc)
@@ -994,10 +1068,17 @@ def read(
     best: list[tuple[int, list[_Tok], AddressQuality, bool]] | None = None
     best_key: tuple[int, int] = (-1, -1)
     for run in runs:
+        while (
+            len(run) > 1
+            and run[0][2] is AddressQuality.NONE
+            and not run[0][3]
+            and any(t.word not in MARKERS for t in run[0][1])
+        ):
+            run = run[1:]  # "that's my building lol. address: …": talk before the address
         run_toks = [t for _, ts, _, _ in run for t in ts]
         if not run_toks:
             continue
-        q = _address_quality(run_toks, text)
+        q = _address_quality(run_toks, text, asked=asked)
         if all(d for _, _, _, d in run):
             q = max(q, AddressQuality.DOUBTFUL)
         key = (int(q), len(run_toks))
@@ -1006,6 +1087,12 @@ def read(
     if best is not None:
         run_toks = [t for _, ts, _, _ in best for t in ts]
         quality = AddressQuality(best_key[0])
+        cut = [i for i, t in enumerate(run_toks) if t.word in _ADDRESS_WORDS]
+        if cut and cut[-1] + 1 < len(run_toks):
+            tail = _trim(run_toks[cut[-1] + 1 :])  # "that's my building. address: Tokombaev 19"
+            if tail and _address_quality(tail, text, asked=asked) >= AddressQuality.STRONG:
+                run_toks = tail
+                best = [(best[0][0], tail, best[0][2], False)]
         detail_only = all(d for _, _, _, d in best)
         address = _render(text, run_toks, [t for t in toks if t.used], subs)
         if detail_only:
@@ -1018,12 +1105,15 @@ def read(
     for index, old in by_clause:
         if not old.negated or old.value is None:
             continue
-        news = [
-            c.value
-            for i, c in by_clause
-            if i in (index, index + 1) and not c.negated and not c.doubtful
-            and c.value is not None and c.value != old.value
-        ]  # fmt: skip
+        for where in (index, index + 1, index - 1):
+            news = [
+                c.value
+                for i, c in by_clause
+                if i == where and not c.negated and not c.doubtful
+                and c.value is not None and c.value != old.value
+            ]  # fmt: skip
+            if news:
+                break
         if len(set(news)) == 1:
             swap = (old.value, news[0])
             break
@@ -1037,7 +1127,9 @@ def read(
         quantity = clear[0].value
     elif len(values - {None}) > 1:
         strong = [c for c in clear if c.strong]
-        if len({c.value for c in strong}) == 1:
+        if acc.correction or acc.no or acc.hedge:
+            quantity = clear[-1].value  # "five. no wait, four", "четыре... хотя нет, пять"
+        elif len({c.value for c in strong}) == 1:
             quantity = strong[0].value
         else:
             conflict = True
@@ -1098,7 +1190,8 @@ def read(
         yes=acc.yes,
         no=acc.no,
         hedge=acc.hedge,
-        correction=acc.correction,
+        correction=acc.correction or word_swap is not None,
+        apology=acc.apology,
         fields=frozenset(acc.fields),
         other_words=acc.other_words,
         locale=detect_locale(text, all_words),
@@ -1176,7 +1269,11 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
             acc.correction = True
             consumed.update({i - 1, i, i + 1} & set(range(len(plain))))
             continue
-        if w in GREETINGS:
+        if w in _APOLOGIES:
+            acc.apology = True
+        elif w in _POST_NEGATORS:
+            acc.correction = True
+        elif w in GREETINGS:
             acc.greeting = True
         elif w in THANKS:
             acc.thanks = True
@@ -1201,6 +1298,22 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
                 continue
         consumed.add(i)
     return len(consumed) == len(plain)
+
+
+_QUESTION_LEAD = _fold_all(
+    {"а", "и", "ну", "скажите", "подскажите", "скажи", "подскажи", "извините", "кстати", "еще",
+     "ещё", "так", "ok", "ок", "and", "also", "btw", "please", "тell", "айтыңызчы", "айтсаңыз",
+     "айтып", "бериңизчи", "анан", "дагы", "a"}
+)  # fmt: skip
+
+
+def _has_value_words(clause: _Clause) -> bool:
+    """Numbers, street words or places: a clause that may carry a value, not just ask."""
+    return any(
+        t.number is not None or t.word in MARKERS or t.word in PLACES
+        for t in clause.toks
+        if not t.used
+    )
 
 
 def _has_topic(words: tuple[str, ...]) -> bool:
@@ -1252,14 +1365,25 @@ _BORROWED = (MARKERS | ALL_FIELD_WORDS | PLACES | _fold_all({"ok", "ок", "оп
 ) - (EN_WORDS - RU_LATIN)  # fmt: skip
 
 
+# Verb and question endings only Kyrgyz has ("жеткиресиздерби", "бересизби", "алып келгиле").
+_KY_ENDINGS = tuple(
+    fold(e)
+    for e in ("сызбы", "сизби", "суздарбы", "сыздарбы", "сиздерби", "ңыз", "ңиз", "ңуз", "ңүз",
+              "ыныз", "иниз", "гыла", "гиле", "ыңызчы", "иңизчи", "сыздар", "сиздер", "дарбы",
+              "дерби", "ыбызбы", "ибизби")
+)  # fmt: skip
+
+
 def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, int]:
     if words is None:
         words = tuple(_canonical(t) for t in _WORD_RE.findall(text))
+    lowercase = {fold(t) for t in _WORD_RE.findall(text) if t[:1].islower()}
     scores = {"ky": 3 * sum(1 for ch in text if ch in "ңөүҢӨҮ"), "ru": 0, "en": 0}
     for w in words:
         if w in _BORROWED:
             continue
-        if w in KY_WORDS:
+        inflected = len(w) >= 6 and w.endswith(_KY_ENDINGS) and w in lowercase
+        if w in KY_WORDS or (inflected and w not in _RU_WORDS):
             scores["ky"] += 1
         elif w in RU_LATIN:
             scores["ru"] += 1
