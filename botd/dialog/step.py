@@ -218,7 +218,7 @@ def _idle_turn(
     recent = previous is not None and previous.last_order_key is not None
     if slash is Command.CANCEL or (reading.cancel and not reading.has_value):
         return _cancel_placed(previous, locale, now, settings)
-    if slash is Command.HANDOFF or (reading.handoff and not reading.has_value):
+    if slash is Command.HANDOFF or reading.handoff:
         return _handoff(previous, locale, now)
     quiet = not reading.has_value and not reading.request and not reading.question
     polite = (reading.thanks or reading.yes or reading.empty) and not reading.other_words
@@ -323,7 +323,7 @@ def _in_dialog(
     if reading.locale_switch is not None and not reading.has_value:
         switched = dataclasses.replace(state, locale=reading.locale_switch, updated_at=now)
         return Transition(switched, (Reply("locale_switched"), ask(switched)))
-    if reading.handoff and not reading.has_value:
+    if reading.handoff:  # a person asked for is a person given, whatever else was said
         return _handoff(state, state.locale, now)
     if reading.cancel and not reading.has_value:
         if _untouched(state) and _recent_order(state, now, settings):

@@ -603,6 +603,14 @@ def _counts(clause: _Clause) -> list[_Count]:
             after is not None and after.word in ("x", "х") and after.start == tok.end
         )
         unit = after is not None and _is_unit(after.word) and not after.used
+        if (
+            tok.number is not None
+            and after is not None
+            and after.word == "по"
+            and i + len(span) + 1 < len(toks)
+            and toks[i + len(span) + 1].number in _SIZE_VALUES
+        ):
+            times = True  # "2 по 19 литров": 2 bottles of 19 litres
         if unit and after is not None:
             span.append(after)
         elif tok.number is not None or value is not None:
@@ -1093,7 +1101,10 @@ def read(
             if tail and _address_quality(tail, text, asked=asked) >= AddressQuality.STRONG:
                 run_toks = tail
                 best = [(best[0][0], tail, best[0][2], False)]
-        detail_only = all(d for _, _, _, d in best)
+        real = [part for part in best if part[2] is not AddressQuality.NONE or part[3]]
+        detail_only = bool(real) and all(d for _, _, _, d in real)
+        if detail_only:  # "подъезд второй, забыла написать": the detail without the talk
+            run_toks = [t for _, ts, _, _ in real for t in ts]
         address = _render(text, run_toks, [t for t in toks if t.used], subs)
         if detail_only:
             quality = AddressQuality.NONE
@@ -1374,17 +1385,17 @@ _KY_ENDINGS = tuple(
 )  # fmt: skip
 
 
-def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, int]:
+def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, float]:
     if words is None:
         words = tuple(_canonical(t) for t in _WORD_RE.findall(text))
     lowercase = {fold(t) for t in _WORD_RE.findall(text) if t[:1].islower()}
-    scores = {"ky": 3 * sum(1 for ch in text if ch in "ңөүҢӨҮ"), "ru": 0, "en": 0}
+    scores = {"ky": 3.0 * sum(1 for ch in text if ch in "ңөүҢӨҮ"), "ru": 0.0, "en": 0.0}
     for w in words:
         if w in _BORROWED:
             continue
         inflected = len(w) >= 6 and w.endswith(_KY_ENDINGS) and w in lowercase
         if w in KY_WORDS or (inflected and w not in _RU_WORDS):
-            scores["ky"] += 1
+            scores["ky"] += 1.5  # Kyrgyz speakers borrow Russian nouns, not Kyrgyz grammar
         elif w in RU_LATIN:
             scores["ru"] += 1
         elif w in _EN_ONLY or (w.isascii() and w in YES | NO | GREETINGS | THANKS):
@@ -1407,7 +1418,7 @@ def detect_locale(text: str, words: tuple[str, ...] | None = None) -> str | None
     return winners[0] if len(winners) == 1 else None
 
 
-def locale_strength(text: str | None, locale: str) -> tuple[int, int]:
+def locale_strength(text: str | None, locale: str) -> tuple[float, float]:
     """(score of ``locale``, best score of the others) for the words of ``text``."""
     if not text:
         return 0, 0
