@@ -778,11 +778,11 @@ def _at_summary(
         answer = (Reply(f"answer_{reading.question}"),)
         if not (clear_yes and reading.starts_yes and not state.asked_what_to_change):
             return Transition(touched, (*answer, ask(touched)))
-    if clear_yes and state.asked_what_to_change:
+    if clear_yes and state.asked_what_to_change and not reading.strong_yes:
         # "what should I change?" — "ok": nothing changed; show the order once more to confirm.
         again = dataclasses.replace(touched, asked_what_to_change=False)
         return Transition(again, (ask(again),))
-    if clear_yes and (not reading.other_words or reading.starts_yes):
+    if clear_yes and (not reading.other_words or reading.starts_yes or reading.strong_yes):
         assert state.address is not None and state.phone is not None  # see is_consistent()
         assert state.quantity is not None
         order = OrderDraft(

@@ -94,6 +94,7 @@ class Reading:
     no: bool = False
     hedge: bool = False  # "но", "not sure": a yes that is not a clear yes
     starts_yes: bool = False  # the message opens with a yes ("yes, sorry, was busy")
+    strong_yes: bool = False  # an explicit confirmation: "подтверждаю", "go ahead", "всё верно"
     correction: bool = False
     apology: bool = False  # "извините", "sorry", "кечиресиз": often before a correction
     fields: frozenset[Field] = frozenset()  # fields named ("адрес", "телефон", "количество")
@@ -241,6 +242,10 @@ _SELF_FIX = _fold_all(
         "тоесть",
     }
 )
+_STRONG_YES = _fold_all(
+    {"подтверждаю", "подтверждаем", "оформляйте", "оформляй", "оформите", "confirm", "confirmed",
+     "proceed", "верно", "правильно", "туура", "correct", "макулмун", "ооба"}
+)  # fmt: skip
 _YES_NEGATORS = _fold_all({"не", "ne", "not", "dont", "don't", "isn't", "isnt", "ни", "no"})
 _UNIT_GAP = _fold_all(
     {
@@ -679,6 +684,11 @@ def _is_marker(tok: _Tok, text: str) -> bool:
     return True
 
 
+def _is_name(tok: _Tok) -> bool:
+    """Capitalised like a name ("Ахунбаева"), not shouted ("ВЫ МНЕ ВЧЕРА")."""
+    return tok.raw[:1].isupper() and not (len(tok.raw) > 3 and tok.raw.isupper())
+
+
 def _address_quality(toks: list[_Tok], text: str, *, asked: bool = True) -> AddressQuality:
     """How address-like ``toks`` are. ``asked``: the bot asked for the address (or nothing
     yet), so a lowercase word with a number ("ахунбаева 12") is a street; otherwise only a
@@ -707,7 +717,7 @@ def _address_quality(toks: list[_Tok], text: str, *, asked: bool = True) -> Addr
     named_number = False
     for a, b in itertools.pairwise(toks):
         if a.number is None and b.number is not None and (a in content or a in places):
-            named_number = named_number or asked or a.raw[:1].isupper() or a in places
+            named_number = named_number or asked or _is_name(a) or a in places
         if a.number is not None and b.number is None and b.word in MARKERS:
             named_number = True  # "8 мкр", "12 микрорайон"
     if markers and numbers and (content or places or street or len(markers) >= 2):
@@ -722,7 +732,7 @@ def _address_quality(toks: list[_Tok], text: str, *, asked: bool = True) -> Addr
         return AddressQuality.NEEDS_HOUSE
     if places and not content:
         return AddressQuality.CITY_ONLY
-    if content and (markers or landmark or any(t.raw[:1].isupper() for t in content)):
+    if content and (markers or landmark or any(_is_name(t) for t in content)):
         return AddressQuality.DOUBTFUL
     if places:
         return AddressQuality.DOUBTFUL
@@ -772,6 +782,12 @@ _STRIP = (
 ) - MARKERS  # fmt: skip
 
 
+_REASONS = _fold_all(
+    {"а", "но", "потому", "так", "т", "because", "since", "as", "бирок", "анткени", "себеби",
+     "пока", "просто", "уже"}
+)  # fmt: skip
+
+
 def _trim(toks: list[_Tok]) -> list[_Tok]:
     """Drop introducing and closing words: "мой адрес Токтогула 10, спасибо" → "Токтогула 10"."""
     start, end = 0, len(toks)
@@ -779,7 +795,13 @@ def _trim(toks: list[_Tok]) -> list[_Tok]:
         start += 1
     while end > start and toks[end - 1].number is None and toks[end - 1].word in _STRIP:
         end -= 1
-    return toks[start:end]
+    kept = toks[start:end]
+    anchors = [i for i, t in enumerate(kept) if t.number is not None or t.word in MARKERS]
+    if anchors:
+        for i in range(anchors[-1] + 1, len(kept)):
+            if kept[i].word in _REASONS:  # "…квартира 33 а то закончилась": why, not where
+                return kept[:i]
+    return kept
 
 
 def _render(
@@ -814,6 +836,11 @@ def _drop_negated(toks: list[_Tok]) -> list[_Tok]:
             for j in range(i + 1, len(toks)):
                 if toks[j].word in _CONTRAST:
                     return toks[:i] + toks[j + 1 :]
+            before = toks[:i]
+            if any(t.number is not None for t in before) and all(
+                t.number is None for t in toks[i + 1 :]
+            ):
+                return before  # "Kievskaya 45 not Moskovskaya"
     return toks
 
 
@@ -872,6 +899,20 @@ def _find_phrase(words: tuple[str, ...], phrases: tuple[tuple[str, ...], ...]) -
         for i in range(len(words) - n + 1):
             if words[i : i + n] == phrase:
                 return phrase
+    return ()
+
+
+def _cancel_stem(words: tuple[str, ...]) -> tuple[str, ...]:
+    """ "отмените-ка", "cancelled", "жокко чыгарыңызчы": cancel words by their stems."""
+    for i, w in enumerate(words):
+        if w.startswith(("отмен", "cancel", "otmen")) and not w.startswith("отменн"):
+            return (w,)
+        if (
+            w in ("жокко", "jokko")
+            and i + 1 < len(words)
+            and words[i + 1].startswith(("чыгар", "chygar", "chigar"))
+        ):
+            return words[i : i + 2]
     return ()
 
 
@@ -957,15 +998,25 @@ def read(
         if intents_only and not any(t.number is not None and not t.used for t in clause.toks):
             continue
         free = [t for t in clause.toks if not t.used]
+        after_address = bool(address_parts) and address_parts[-1][0] == index - 1
         if (
             len(free) == 1
             and free[0].number is not None
-            and address_parts
-            and address_parts[-1][0] == index - 1
+            and after_address
             and address_parts[-1][2] is AddressQuality.NEEDS_HOUSE
         ):
             address_parts.append((index, free, AddressQuality.STRONG, False))
             continue  # "улица Киевская, 95": the house number, not a count
+        if (
+            2 <= len(free) <= 3
+            and all(t.number is not None for t in free)
+            and after_address
+            and re.fullmatch(
+                r"\s*\d+\w?(?:\s*[-/]\s*\d+\w?){1,2}\s*", text[free[0].start : free[-1].end]
+            )
+        ):
+            address_parts.append((index, free, AddressQuality.NONE, False))
+            continue  # "мкр Восток-5, 4-21": house and flat
         fix_toks = _trim(_drop_negated(_content_toks(clause)))
         fixing = any(
             t.word in CORRECTION or t.word in NO or t.word in _SELF_FIX or t.word in _APOLOGIES
@@ -1174,6 +1225,8 @@ def read(
     first = next((t.word for t in toks if t.number is None), "")
     return Reading(
         starts_yes=first in YES or bool(_find_phrase(all_words[:3], YES_PHRASES)),
+        strong_yes=bool(_find_phrase(all_words, YES_PHRASES))
+        or any(w in _STRONG_YES for w in all_words),
         phones=tuple(dict.fromkeys(p for _, _, p in phones)),
         phone_rejected=phone_rejected,
         phone_region_blocked=blocked,
@@ -1234,7 +1287,7 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
         acc.yes = True
         mark(yes_phrase)
     else:
-        strong = _find_phrase(plain, _STRONG_CANCEL)
+        strong = _find_phrase(plain, _STRONG_CANCEL) or _cancel_stem(plain)
         weak = _find_phrase(plain, CANCEL_PHRASES)
         if strong:
             acc.cancel = True
