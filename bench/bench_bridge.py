@@ -1,4 +1,4 @@
-"""Cost of the Trio→asyncio bridge (DESIGN §5): ``python bench/bench_bridge.py``.
+"""Cost of the Trio→asyncio bridge (docs/design.md §5): ``python bench/bench_bridge.py``.
 
 Measures, each as the median of REPS repetitions (after one warm-up repetition; bridged and
 native repetitions alternate so that both see the same machine load):

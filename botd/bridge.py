@@ -1,4 +1,4 @@
-"""The one door from Trio to asyncio (DESIGN §5).
+"""The one door from Trio to asyncio (docs/design.md §5).
 
 aiormq, redis-py's asyncio client and psycopg's async pool run on one uvloop event loop in a
 thread the daemon owns. Trio code calls them through :meth:`AsyncioBridge.run`, which keeps Trio's

@@ -2,8 +2,9 @@
 
 One connection per process, kept up by :meth:`Broker.serve` (reconnects with capped backoff and
 re-declares the topology). Publishing goes through one confirm-mode channel shared by every caller;
-each caller waits only for its own confirmation (pipelined confirms, DESIGN §9). Each subscriber
-gets its own channel with a bounded prefetch; deliveries cross to Trio through a memory channel.
+each caller waits only for its own confirmation (pipelined confirms, docs/design.md §9). Each
+subscriber gets its own channel with a bounded prefetch; deliveries cross to Trio through a memory
+channel.
 
 The only module besides :mod:`botd.bridge` that sees aiormq; every aiormq error is translated into
 :class:`~botd.errors.TransientError` or :class:`~botd.errors.PermanentError`.
@@ -32,7 +33,7 @@ from botd.errors import PermanentError, TransientError
 
 log = logging.getLogger("botd.broker")
 
-QUEUE_TTL_MS = 24 * 3600 * 1000  # customer messages (DESIGN §3)
+QUEUE_TTL_MS = 24 * 3600 * 1000  # customer messages (docs/design.md §3.1)
 OUTBOX_TTL_MS = 7 * 24 * 3600 * 1000  # parked replies; expired ones are dead-lettered
 
 

@@ -1,11 +1,20 @@
 """``botd chat``: talk to the bot in a terminal, as a customer would.
 
-Each line you type is posted to a private botd's webhook as a Chat2Desk ``inbox`` event and goes
-the whole way — webhook → RabbitMQ → shard consumer → dialog → Redis → PostgreSQL — with the
-Chat2Desk API replaced by a local sink that prints the replies. The session uses the configured
-services but its own queue and key prefixes (so a running botd is not disturbed) and deletes its
-queues when it ends. Orders are real rows in the configured database (source 'chat2desk',
-customer id shown at the start). End with Ctrl-D or ``/quit``.
+Three modes:
+
+- ``botd chat``: each line you type goes to the bot running in this process over the in-memory
+  adapters (:mod:`botd.script`) — the real webhook validation, processor and dialog, no service
+  at all; timers fire on the wall clock. Nothing is saved.
+- ``botd chat --script FILE``: runs a conversation script (``tests/conversations/README.md``)
+  on a virtual clock and prints one JSON line per event; exit 2 names a bad line.
+- ``botd chat --live``: each line is posted to a private botd's webhook as a Chat2Desk ``inbox``
+  event and goes the whole way — webhook → RabbitMQ → shard consumer → dialog → Redis →
+  PostgreSQL — with the Chat2Desk API replaced by a local sink that prints the replies. The
+  session uses the configured services but its own queue and key prefixes (so a running botd is
+  not disturbed) and deletes its queues when it ends. Orders are real rows in the configured
+  database (source 'chat2desk', customer id shown at the start).
+
+The interactive modes end with Ctrl-D or ``/quit``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 import trio
@@ -26,6 +35,7 @@ from botd import daemon, logs
 from botd.bridge import open_bridge
 from botd.broker import layout, open_broker
 from botd.config import Config
+from botd.script import Bot, ScriptError, bot_settings, inbox_body, parse_script, run_script
 from botd.testing.fake_chat2desk import open_fake_chat2desk
 
 TOKEN = "botd-chat"  # noqa: S105 - the local sink's token, not a secret
@@ -48,7 +58,7 @@ def _session_config(config: Config, session: str) -> Config:
     )
 
 
-async def chat(
+async def chat_live(
     config: Config,
     *,
     read_line: Callable[[], str],
@@ -56,7 +66,7 @@ async def chat(
     client_id: int | None = None,
     echo: bool = False,
 ) -> int:
-    """Run one console session; ``read_line`` returns '' at end of input."""
+    """Run one console session against the real services; ``read_line`` returns '' at the end."""
     session = secrets.token_hex(4)
     client_id = client_id or 900_000_000 + secrets.randbelow(99_999_999)
     ids = itertools.count(int(time.time() * 1000))
@@ -122,8 +132,90 @@ async def chat(
     return 0
 
 
-def main(config: Config) -> int:
+async def chat(
+    config: Config,
+    *,
+    read_line: Callable[[], str],
+    out: TextIO,
+    client_id: int | None = None,
+    echo: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Run one console session with the bot in memory; ``read_line`` returns '' at the end."""
+    client_id = client_id or 900_000_000 + secrets.randbelow(99_999_999)
+    bot = Bot(bot_settings(config), start=clock())
+    ids = itertools.count(int(clock() * 1000))
+
+    def show(events: list[dict[str, Any]]) -> None:
+        for event in events:
+            if "reply" in event:
+                print(f"bot> {event['reply']}", file=out, flush=True)
+
+    async def fire_timers() -> None:
+        while True:
+            await trio.sleep(1)
+            show(await bot.advance_to(clock()))
+
+    print(
+        f"botd chat — you are customer {client_id}. Type your messages; Ctrl-D or /quit ends. "
+        "(The bot runs in memory: nothing is saved; `botd chat --live` uses the services.)",
+        file=out,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fire_timers)
+        while True:
+            print("you> ", end="", file=out, flush=True)
+            line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
+            if not line or line.strip() == "/quit":
+                print(file=out)
+                break
+            if echo:  # input from a file or pipe: show it, so the output is a transcript
+                print(line.rstrip("\n"), file=out)
+            show(await bot.advance_to(clock()))
+            show(await bot.post(inbox_body(next(ids), str(client_id), line.rstrip("\n"))))
+        nursery.cancel_scope.cancel()
+    if bot.orders.rows:
+        print("Orders created in this session:", file=out)
+        for row in bot.orders.rows:
+            print("  " + json.dumps(row.public(), ensure_ascii=False), file=out)
+    else:
+        print("No order was created in this session.", file=out)
+    return 0
+
+
+async def chat_script(config: Config, path: str, *, out: TextIO, err: TextIO) -> int:
+    """Run the script at ``path`` ('-': standard input); print its events as JSON lines.
+
+    Returns 0, or 2 (naming the line) when the file cannot be read or a line is not an input.
+    """
+    try:
+        if path == "-":
+            text = await trio.to_thread.run_sync(sys.stdin.read)
+        else:
+            text = await trio.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"botd chat: cannot read the script {path}: {exc}", file=err)
+        return 2
+    try:
+        inputs = parse_script(text.splitlines())
+    except ScriptError as exc:
+        print(f"botd chat: {path}: {exc}", file=err)
+        return 2
+
+    def emit(event: dict[str, Any]) -> None:
+        print(json.dumps(event, ensure_ascii=False), file=out, flush=True)
+
+    await run_script(inputs, bot_settings(config), emit=emit)
+    return 0
+
+
+def main(config: Config, *, live: bool = False, script: str | None = None) -> int:
     if config.log.level in ("DEBUG", "INFO"):
         logs.configure("WARNING", config.log.format)  # keep the conversation readable
+    if script is not None:
+        return trio.run(lambda: chat_script(config, script, out=sys.stdout, err=sys.stderr))
     echo = not sys.stdin.isatty()
-    return trio.run(lambda: chat(config, read_line=sys.stdin.readline, out=sys.stdout, echo=echo))
+    session = chat_live if live else chat
+    return trio.run(
+        lambda: session(config, read_line=sys.stdin.readline, out=sys.stdout, echo=echo)
+    )

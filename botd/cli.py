@@ -1,7 +1,8 @@
 """The ``botd`` command line (DESIGN §8).
 
-``botd run | migrate | check-config | dlq … | chat``, each taking ``--config PATH`` (default
-``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad config or usage, 1 anything else.
+``botd run | migrate | check-config | dlq … | chat [--live | --script FILE]``, each taking
+``--config PATH`` (default ``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad
+config or usage, 1 anything else.
 """
 
 from __future__ import annotations
@@ -58,7 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--all", action="store_true")
     purge = dsub.add_parser("purge", parents=[common], help="delete every dead-lettered message")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    sub.add_parser("chat", parents=[common], help="talk to the bot in this terminal as a customer")
+    chat = sub.add_parser(
+        "chat", parents=[common], help="talk to the bot in this terminal as a customer"
+    )
+    mode = chat.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--live",
+        action="store_true",
+        help="go through the real services (webhook, RabbitMQ, Redis, PostgreSQL)",
+    )
+    mode.add_argument(
+        "--script",
+        metavar="FILE",
+        help="run a conversation script (JSON lines; '-' for stdin), print its events as JSON",
+    )
     return parser
 
 
@@ -108,7 +122,7 @@ def _cmd_dlq(config: Config, args: argparse.Namespace) -> int:
 def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
     from botd.chat_cli import main as chat_main
 
-    return chat_main(config)
+    return chat_main(config, live=args.live, script=args.script)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {

@@ -1,4 +1,4 @@
-"""One typed, frozen configuration (DESIGN §6, §8).
+"""One typed, frozen configuration (docs/design.md §6, §8).
 
 Loaded from ``config.toml`` (a missing file means built-in defaults), then overridden by the
 environment as ``BOTD_<SECTION>_<KEY>``. Unknown sections or keys and unusable values stop botd at

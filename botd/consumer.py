@@ -3,9 +3,11 @@
 For each delivery, :meth:`Processor.process`:
 1. loads the dialog state and the dedupe marker of the message in one Redis round trip;
 2. if the marker exists, the step was done already: re-sends its replies unless they went out;
-3. otherwise runs the pure dialog step; on a confirmation creates the order in PostgreSQL
-   (idempotent by the dialog's key); commits state + marker + replies in one atomic Redis step
-   (compare-and-set on the state version; a conflict reloads and runs the step again);
+3. otherwise turns it into a dialog event (customer turn, operator message, timer — a timer
+   only while the state is still the version it was set for) and calls :func:`dialog.handle`;
+   carries out the transition: schedules the timer it asks for, places or cancels its order in
+   PostgreSQL (idempotent by the dialog's key); commits state + marker + replies in one atomic
+   Redis step (compare-and-set on the state version; a conflict reloads and runs the step again);
 4. sends the replies (rate-limited, retried; what still fails is parked in the outbox), marks
    them sent, and only then is the delivery acked.
 
@@ -22,20 +24,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import trio
 
-from botd import dialog
+from botd import dialog, ports
 from botd.broker import Broker, Delivery, Subscription
-from botd.chat_api import Sender
 from botd.errors import InvalidInput, PermanentError, TransientError
 from botd.faults import crash_point
 from botd.inbound import QueuedMessage, decode_queued
 from botd.logs import mask
-from botd.order_store import OrderStore
-from botd.outbox import Outbox
-from botd.state_store import CommitResult, StateStore
-from botd.timers import Timers
+from botd.ports import CancelOutcome, CancelResult, CommitResult
 
 log = logging.getLogger("botd.consumer")
 
@@ -58,6 +57,30 @@ class ConsumerStatistics:
     processing_seconds_total: float = 0.0
 
 
+class Outcome(StrEnum):
+    """What processing one queued message came to (a label for logs and metrics)."""
+
+    PROCESSED = "processed"  # the dialog stepped; replies sent or parked
+    DUPLICATE = "duplicate"  # processed before and its replies went out: nothing to do
+    RESENT = "resent"  # processed before but its replies had not gone out: sent them again
+    OWN_ECHO = "own_echo"  # the ``outbox`` webhook of a reply botd itself sent
+    STALE_TIMER = "stale_timer"  # a timer set for an older state, or with nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """One committed transition and what carrying it out gave (for observers: tools, tests)."""
+
+    message: QueuedMessage
+    transition: dialog.Transition
+    replies: tuple[str, ...]  # as rendered and committed
+    order_id: int | None = None  # the order placed (or found again) for ``transition.order``
+    cancel: CancelResult | None = None  # what ``transition.cancel`` found
+
+
+TIMER_KINDS = frozenset(kind.value for kind in dialog.TimerKind)
+
+
 def to_turn(msg: QueuedMessage) -> dialog.Turn:
     return dialog.Turn(
         message_id=msg.message_id,
@@ -70,19 +93,36 @@ def to_turn(msg: QueuedMessage) -> dialog.Turn:
     )
 
 
+def to_event(msg: QueuedMessage) -> dialog.Event:
+    """The dialog event of a queued message: an operator's message, a timer or a customer turn."""
+    if msg.kind == "operator":
+        return dialog.OperatorMessage(
+            message_id=msg.message_id, client_id=msg.client_id, text=msg.text, at=msg.received_at
+        )
+    if msg.kind in TIMER_KINDS:
+        return dialog.TimerFired(
+            message_id=msg.message_id,
+            client_id=msg.client_id,
+            kind=dialog.TimerKind(msg.kind),
+            at=msg.received_at,
+        )
+    return to_turn(msg)
+
+
 class Processor:
     """Executes one dialog step for one queued message, exactly once in effect."""
 
     def __init__(
         self,
         *,
-        store: StateStore,
-        orders: OrderStore,
-        sender: Sender,
-        outbox: Outbox,
+        store: ports.StateStore,
+        orders: ports.OrderStore,
+        sender: ports.Sender,
+        outbox: ports.Outbox,
         settings: dialog.DialogSettings,
         clock: Callable[[], float] = time.time,
-        timers: Timers | None = None,
+        timers: ports.Timers | None = None,
+        observer: Callable[[Executed], None] | None = None,
     ) -> None:
         self._timers = timers
         self._store = store
@@ -91,71 +131,61 @@ class Processor:
         self._outbox = outbox
         self._settings = settings
         self._clock = clock
+        self._observer = observer
         self.stats = ConsumerStatistics()
 
-    async def process(self, msg: QueuedMessage) -> str:
-        """Process ``msg``; return "processed", "duplicate" or "resent". Raises on failure."""
+    async def process(self, msg: QueuedMessage) -> Outcome:
+        """Process ``msg`` and say what it came to. Raises on failure."""
+        event = to_event(msg)
+        ids = {"message_id": msg.message_id, "client_id": msg.client_id}
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self._store.load(msg.client_id, msg.message_id)
             crash_point("after_dedupe_check")
-            if msg.kind == "operator" and loaded.own_echo:
+            if isinstance(event, dialog.OperatorMessage) and loaded.own_echo:
                 self.stats.own_echoes += 1
-                return "own_echo"
+                return Outcome.OWN_ECHO
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
-                    return "duplicate"
+                    return Outcome.DUPLICATE
                 await self._deliver(msg, loaded.marker.replies, loaded.outbox_pending > 0)
                 self.stats.replies_resent += 1
-                return "resent"
+                return Outcome.RESENT
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
-            next_timer: str | None = None
-            if msg.kind in ("reminder", "expire"):
-                timer_transition = (
-                    dialog.timer_step(state, msg.kind, self._clock())
-                    if loaded.version == msg.version
-                    else None
+            transition = None
+            # A timer is valid only for the state it was set for: the customer wrote since?
+            if not isinstance(event, dialog.TimerFired) or loaded.version == msg.version:
+                transition = dialog.handle(state, event, self._clock(), self._settings)
+            if transition is None:  # a stale timer, or one with nothing to do
+                self.stats.stale_timers += 1
+                return Outcome.STALE_TIMER
+            if transition.handoff_started:
+                log.info(
+                    "a human operator took over client %s; the bot stays silent",
+                    msg.client_id,
+                    extra=ids,
                 )
-                if timer_transition is None:  # the customer wrote since: nothing to do
-                    self.stats.stale_timers += 1
-                    return "stale_timer"
-                transition = timer_transition
-                next_timer = "expire" if msg.kind == "reminder" else None
-            elif msg.kind == "operator":
-                transition = dialog.operator_step(state, msg.text, self._clock(), self._settings)
-                if transition.state.step is dialog.Step.HANDOFF and (
-                    state is None or state.step is not dialog.Step.HANDOFF
-                ):
-                    log.info(
-                        "a human operator took over client %s; the bot stays silent",
-                        msg.client_id,
-                        extra={"message_id": msg.message_id, "client_id": msg.client_id},
-                    )
-            else:
-                transition = dialog.step(state, to_turn(msg), self._clock(), self._settings)
-                if transition.state.step in dialog.WAITING_STEPS:
-                    next_timer = "reminder"
-            if next_timer is not None and self._timers is not None:
+            if transition.timer is not None and self._timers is not None:
                 # Scheduled before the commit, for the version the commit creates: a crash in
                 # between re-schedules the same timer (same id, deduplicated); a failed commit
                 # leaves a stale one, which does nothing.
-                await self._timers.schedule(msg.client_id, next_timer, loaded.version + 1)
-            extra: dict[str, str] = {}
+                await self._timers.schedule(msg.client_id, transition.timer, loaded.version + 1)
+            order_id: int | None = None
             if transition.order is not None:
-                order_id = await self._orders.place(transition.order)
-                crash_point("after_order_insert")
-                extra["order_id"] = str(order_id)
-                self.stats.orders += 1
-                log.info(
-                    "order %s placed for client %s (phone %s, quantity %d)",
-                    order_id,
-                    msg.client_id,
-                    mask(transition.order.phone),
-                    transition.order.quantity,
-                    extra={"message_id": msg.message_id, "client_id": msg.client_id},
-                )
+                order_id = await self._place(msg, transition.order)
+            replies_of = transition.replies
+            cancelled: CancelResult | None = None
+            if transition.cancel is not None:
+                cancelled = await self._cancel(msg, transition.cancel)
+                order_id = cancelled.order_id
+                if cancelled.outcome not in (
+                    CancelOutcome.CANCELLED,
+                    CancelOutcome.ALREADY_CANCELLED,
+                ):
+                    replies_of = transition.refused_replies
+            extra = {} if order_id is None else {"order_id": str(order_id)}
             locale = transition.state.locale
-            replies = tuple(dialog.render(r, locale, **extra) for r in transition.replies)
+            replies = tuple(dialog.render(r, locale, **extra) for r in replies_of)
             result = await self._store.commit(
                 msg.client_id,
                 msg.message_id,
@@ -168,7 +198,7 @@ class Processor:
                 log.info(
                     "dialog of client %s changed concurrently; running the step again",
                     msg.client_id,
-                    extra={"message_id": msg.message_id, "client_id": msg.client_id},
+                    extra=ids,
                 )
                 continue
             if result is CommitResult.DUPLICATE:
@@ -177,8 +207,35 @@ class Processor:
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
             await self._deliver(msg, replies, loaded.outbox_pending > 0)
             self.stats.processed += 1
-            return "processed"
+            if self._observer is not None:
+                self._observer(Executed(msg, transition, replies, order_id, cancelled))
+            return Outcome.PROCESSED
         raise TransientError(f"dialog of client {msg.client_id} kept changing under us")
+
+    async def _place(self, msg: QueuedMessage, draft: dialog.OrderDraft) -> int:
+        order_id = await self._orders.place(draft)
+        crash_point("after_order_insert")
+        self.stats.orders += 1
+        log.info(
+            "order %s placed for client %s (phone %s, quantity %d)",
+            order_id,
+            msg.client_id,
+            mask(draft.phone),
+            draft.quantity,
+            extra={"message_id": msg.message_id, "client_id": msg.client_id},
+        )
+        return order_id
+
+    async def _cancel(self, msg: QueuedMessage, cancel: dialog.OrderCancel) -> CancelResult:
+        result = await self._orders.cancel(cancel.idempotency_key)
+        log.info(
+            "cancel of order %s for client %s: %s",
+            result.order_id,
+            msg.client_id,
+            result.outcome,
+            extra={"message_id": msg.message_id, "client_id": msg.client_id},
+        )
+        return result
 
     async def _deliver(
         self, msg: QueuedMessage, replies: tuple[str, ...], behind_outbox: bool

@@ -1,4 +1,4 @@
-"""The daemon's wiring: one process, one nursery (DESIGN §2).
+"""The daemon's wiring: one process, one nursery (docs/design.md §2).
 
 Resources are opened in order — the asyncio loop thread, PostgreSQL (schema checked), Redis,
 RabbitMQ, the Chat2Desk client — and closed in reverse. Inside one nursery run the broker's

@@ -1,4 +1,4 @@
-"""Test-only crash points, so tests can prove the guarantees of DESIGN §3 with ``kill -9``.
+"""Test-only crash points, so tests can prove the guarantees of docs/design.md §3 with ``kill -9``.
 
 ``BOTD_TEST_CRASH_AT=<point>[:<n>]`` makes the process SIGKILL itself the n-th time (default:
 the first) processing reaches ``<point>``. Points: ``after_dedupe_check``, ``after_order_insert``,

@@ -1,4 +1,5 @@
-"""Replies that could not be sent: the outbox, its retrier and the dead-letter queue (DESIGN §3.5).
+"""Replies that could not be sent: the outbox, its retrier and the dead-letter queue
+(docs/design.md §3.5).
 
 A batch of replies whose inline attempts failed is *parked*: published (confirmed) to the
 ``outbox`` queue and remembered at the end of the customer's pending list in Redis, so newer

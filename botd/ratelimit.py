@@ -1,4 +1,4 @@
-"""A token bucket shared by every sender in the process (DESIGN §3.6).
+"""A token bucket shared by every sender in the process (docs/design.md §3.6).
 
 ``requests_per_minute`` tokens per 60 s, at most ``burst`` saved up. Waiters are served first come,
 first served. :meth:`TokenBucket.pause_until` stops every sender (a 429 from the API). Uses

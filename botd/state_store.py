@@ -1,4 +1,5 @@
-"""Redis adapter: dialog state, dedupe markers and the replies a step produced (DESIGN §3, §4).
+"""Redis adapter: dialog state, dedupe markers and the replies a step produced
+(docs/design.md §3, §4).
 
 Keys (all under ``redis.key_prefix``; ids are validated digit strings):
 - ``dialog:{client_id}`` hash ``v`` (version, never reset) and ``s`` (state JSON, "" when idle),
@@ -17,8 +18,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,6 +27,9 @@ import trio
 from botd.bridge import AsyncioBridge
 from botd.config import RedisConfig
 from botd.errors import TransientError
+from botd.ports import CommitResult, Loaded, Marker
+
+__all__ = ["CommitResult", "Loaded", "Marker", "StateStore", "open_state_store"]
 
 log = logging.getLogger("botd.state")
 
@@ -47,29 +49,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '
 for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
 return 1
 """
-
-
-class CommitResult(Enum):
-    COMMITTED = 1
-    DUPLICATE = 0  # the message was processed meanwhile
-    CONFLICT = -1  # the dialog changed since it was loaded
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """What processing a message produced: its replies, and whether they went out."""
-
-    replies: tuple[str, ...]
-    sent: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    version: int
-    state: dict[str, Any] | None  # decoded state JSON; None when idle/absent/corrupt
-    marker: Marker | None  # set when this message_id was processed already
-    outbox_pending: int = 0  # batches of this customer's replies waiting in the outbox
-    own_echo: bool = False  # message_id is one botd itself sent (an ``outbox`` webhook echo)
 
 
 def _redis_errors(exc: Exception) -> TransientError:

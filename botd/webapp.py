@@ -1,4 +1,5 @@
-"""The HTTP side: the Chat2Desk webhook, health, readiness, version and metrics (DESIGN §6, §8).
+"""The HTTP side: the Chat2Desk webhook, health, readiness, version and metrics
+(docs/design.md §6, §8).
 
 The webhook answers ``200 {"status": "queued"}`` only after RabbitMQ confirmed the persistent
 publish; what botd does not act on gets ``200 {"status": "ignored", "reason": …}``; bad requests

@@ -1,4 +1,4 @@
-"""The Trio→asyncio bridge keeps Trio's rules on both sides (DESIGN §5).
+"""The Trio→asyncio bridge keeps Trio's rules on both sides (docs/design.md §5).
 
 One test per rule; each runs a real bridge (uvloop in its own thread). The pool tests use the real
 Redis and PostgreSQL on loopback. Synchronisation between our own tasks and threads uses

@@ -1,4 +1,5 @@
-"""Config: defaults (DESIGN §8), TOML and environment overrides, actionable errors, masking, CLI."""
+"""Config: defaults (docs/design.md §8), TOML and environment overrides, actionable errors,
+masking, CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``botd dlq list | show ID | replay (ID | --all) | purge [--yes]`` (DESIGN §3.5, §8).
+"""``botd dlq list | show ID | replay (ID | --all) | purge [--yes]`` (docs/design.md §3.5, §8).
 
 The CLI runs as a real subprocess (``python -m botd --config /dev/null dlq …``) with the test's
 config in its environment, against the test's queues, while the daemon runs in-process: what a

@@ -1,4 +1,4 @@
-"""The Chat2Desk webhook payload: validation, filtering, normalisation (DESIGN §6)."""
+"""The Chat2Desk webhook payload: validation, filtering, normalisation (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""OrderStore against the real PostgreSQL: exactly one order per idempotency key (DESIGN §3.4)."""
+"""OrderStore against the real PostgreSQL: exactly one order per idempotency key
+(docs/design.md §3.4)."""
 
 from __future__ import annotations
 

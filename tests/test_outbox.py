@@ -1,4 +1,5 @@
-"""Replies that cannot be sent (DESIGN §3.5–3.6), end to end: the whole daemon, real services.
+"""Replies that cannot be sent (docs/design.md §3.5–3.6), end to end: the whole daemon, real
+services.
 
 The outbox backs off through the wait-tier queues (waiting for their TTLs is inherent, so these
 tests use ``outbox.max_backoff_seconds`` = 2: tiers of 1 s and 2 s); everything else is waited

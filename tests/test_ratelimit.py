@@ -1,4 +1,5 @@
-"""The Chat2Desk token bucket under a simulated clock (DESIGN §3.6): never over the limit."""
+"""The Chat2Desk token bucket under a simulated clock (docs/design.md §3.6): never over the
+limit."""
 
 from __future__ import annotations
 

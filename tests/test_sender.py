@@ -1,4 +1,5 @@
-"""Sending replies (DESIGN §3.5–3.6): classification, inline retries, 429 pauses, the limiter.
+"""Sending replies (docs/design.md §3.5–3.6): classification, inline retries, 429 pauses, the
+limiter.
 
 Two halves:
 - under ``autojump_clock`` with an in-memory httpx transport (no sockets, so simulated time is

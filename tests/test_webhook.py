@@ -1,4 +1,5 @@
-"""The webhook boundary (DESIGN §6, §8): authentication, limits, validation, non-text messages.
+"""The webhook boundary (docs/design.md §6, §8): authentication, limits, validation, non-text
+messages.
 
 App-level tests build the Quart-Trio app with a recording ``publish`` (so "nothing is queued
 unless 200 queued" is checked exactly) and talk to it with Quart's test client, or serve it with

@@ -1,4 +1,4 @@
--- 0001: the orders table (DESIGN §4, §8).
+-- 0001: the orders table (docs/design.md §4, §8).
 CREATE TABLE orders (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     idempotency_key     text        NOT NULL,

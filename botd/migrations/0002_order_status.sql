@@ -1,5 +1,5 @@
--- 0002: the order life cycle of DESIGN §8 (placed → confirmed → delivering → delivered, or
--- cancelled) and the time a customer cancelled. Applied in one transaction by `botd migrate`.
+-- 0002: the order life cycle of docs/design.md §4.3 (placed → confirmed → delivering → delivered,
+-- or cancelled) and the time a customer cancelled. Applied in one transaction by `botd migrate`.
 -- The old CHECK goes first so that 'new' rows can become 'placed'; the new CHECK is added after
 -- the rewrite, so it validates every row.
 ALTER TABLE orders DROP CONSTRAINT orders_status_check;

@@ -1,4 +1,5 @@
-"""Crash at every step (DESIGN §3.3, §3.4): ``kill -9`` inside processing, restart, nothing changes.
+"""Crash at every step (docs/design.md §3.3, §3.4): ``kill -9`` inside processing, restart,
+nothing changes.
 
 For each crash point botd runs with ``BOTD_TEST_CRASH_AT`` and SIGKILLs itself while it handles a
 chosen turn of a dialog ("да" for the order-related points); a fresh process (without the
@@ -61,7 +62,7 @@ async def test_crash_at_point_then_restart_keeps_exactly_one_order(
 
         crashed = model.turn(texts[turn])
         # Answered 200, it must not be lost. The consumer can also take it and die before the
-        # webhook's answer is flushed (DESIGN §5): then it is queued all the same.
+        # webhook's answer is flushed (docs/design.md §5): then it is queued all the same.
         with contextlib.suppress(httpx.TransportError):
             await say(http, first.url, cid, texts[turn])
         assert await first.wait_exit() == -9, "\n".join(first.lines[-20:])

@@ -1,4 +1,4 @@
-"""Duplicates have no effect (DESIGN §3.3): the same webhook twice, ten times, concurrently,
+"""Duplicates have no effect (docs/design.md §3.3): the same webhook twice, ten times, concurrently,
 through two botd processes, and late retries of old messages after the dialog moved on.
 
 (Redeliveries after a crash are proven in test_crash_points: replies re-sent at most once.)

@@ -1,4 +1,5 @@
-"""Per-customer order under concurrency (DESIGN §3.2) and throughput that scales with shards.
+"""Per-customer order under concurrency (docs/design.md §3.2) and throughput that scales with
+shards.
 
 Many customers each type whole dialogs in bursts (faster than botd processes them), alternating
 between the webhooks of TWO ``botd run`` processes; halfway the active one is stopped so the

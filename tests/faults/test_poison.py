@@ -1,5 +1,6 @@
-"""Poison messages (DESIGN §3): a message that fails every time is retried a bounded number of
-times, then dead-lettered with the broker's reason, and its shard moves on to the next message."""
+"""Poison messages (docs/design.md §3.7): a message that fails every time is retried a bounded
+number of times, then dead-lettered with the broker's reason, and its shard moves on to the next
+message."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Services restart under a running ``botd run`` while customers keep talking (DESIGN §3.1, §4).
+"""Services restart under a running ``botd run`` while customers keep talking
+(docs/design.md §3.1, §4).
 
 RabbitMQ and PostgreSQL: botd stays alive and calm (bounded CPU time and log lines while the
 service is away), reports not-ready, answers webhooks 503 while the broker is away, reconnects

@@ -1,6 +1,7 @@
-"""Hot standby (DESIGN §7): two ``botd run`` on the same broker and prefix; kill -9 the active one
-and the standby's single-active consumers take over every shard within seconds, without loss or
-duplicate orders. The take-over time (kill → first reply sent by the standby) is printed."""
+"""Hot standby (docs/design.md §7): two ``botd run`` on the same broker and prefix; kill -9 the
+active one and the standby's single-active consumers take over every shard within seconds, without
+loss or duplicate orders. The take-over time (kill → first reply sent by the standby) is
+printed."""
 
 from __future__ import annotations
 
