@@ -484,7 +484,12 @@ def _take_values(
     swapped = _swap_target(state, reading)
     if swapped is Field.ADDRESS and reading.swap is not None and state.address is not None:
         old, new = reading.swap
-        address = re.sub(rf"(?<!\d){old}(?!\d)", str(new), state.address, count=1)
+        address = re.sub(
+            rf"(?<!\d){old}(st|nd|rd|th)?(?!\d)",
+            lambda m: str(new) + (_ordinal_suffix(new) if m.group(1) else ""),
+            state.address,
+            count=1,
+        )
         state = dataclasses.replace(state, address=address)
         took.add(Field.ADDRESS)
         reading = dataclasses.replace(
@@ -554,6 +559,12 @@ def _take_values(
             took.add(field)  # the question itself is the answer to the turn
             problems.append(Reply("edit_field"))
     return state, problems, took
+
+
+def _ordinal_suffix(n: int) -> str:
+    if 10 <= n % 100 <= 20:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def _swap_target(state: DialogState, reading: Reading) -> Field | None:
@@ -672,6 +683,7 @@ _KINDS = (
     ("подъезд", r"под|подъезд|подьезд|entrance|кире бериш|podezd"),
     ("этаж", r"эт|этаж|этаже|floor|кабат|kabat|etaj|etazh"),
     ("код", r"код|домофон|code"),
+    ("офис", r"офис|оф|office|ofis"),
 )
 _KIND_WORDS = "|".join(p for _, p in _KINDS)
 _KIND_FIRST = re.compile(r"(?i)(?<!\w)(" + _KIND_WORDS + r")(?!\w)\.?\s*(?:is\s+)?(\d+[\w/]*)")
@@ -708,6 +720,10 @@ def _merge_detail(address: str, detail: str, *, correcting: bool = False) -> str
     found = _details(detail)
     if not found:
         return f"{address}, {detail}"
+    if not any(k in {kind for kind, _, _, _ in _details(address)} for k, _, _, _ in found) and not (
+        correcting and any(k == "дом" for k, _, _, _ in found)
+    ):
+        return f"{address}, {detail}"  # only new details: as the customer wrote them
     extra = []
     for kind, value, _, written in found:
         existing = [span for k, _, span, _ in _details(address) if k == kind]

@@ -138,7 +138,8 @@ def _phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
 
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _TOKEN_RE = re.compile(
-    r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?(?:[абвгabcd](?![^\W\d_]))?|[^\W\d_]+(?:['-][^\W\d_]+)*"
+    r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?(?:(?:st|nd|rd|th|[абвгabcd])(?![^\W\d_]))?"
+    r"|[^\W\d_]+(?:['-][^\W\d_]+)*"
 )
 
 YES = _fold_all(lx.YES)
@@ -183,7 +184,11 @@ TOPIC_PHRASES = {Topic(t): _phrases(p) for t, p in lx.QUESTION_TOPICS.items()}
 _STRONG_CANCEL = tuple(
     p
     for p in CANCEL_PHRASES
-    if any(w.startswith(("отмен", "cancel", "передума", "отказ", "жокко", "otmen")) for w in p)
+    if any(
+        w.startswith(("отмен", "cancel", "передума", "отказ", "жокко", "otmen", "отбой", "купил"))
+        or w in ("bought",)
+        for w in p
+    )
 )
 _CANCEL_CONTEXT = frozenset(
     {fold(w) for w in ("уже", "мне", "нам", "пожалуйста", "извините", "все", "всё", "я", "а",
@@ -216,7 +221,7 @@ _DETAIL_MARKERS = _fold_all(
      "этаж", "этаже", "корпус", "корп", "блок", "офис", "оф", "домофон", "код", "батир",
      "батири", "кабат", "кабатта", "кире", "apartment", "apt", "flat", "floor", "entrance",
      "suite", "office", "дом", "д", "үй", "уй", "house", "building", "bldg", "уйу", "kv",
-     "dom", "batir", "kabat", "этажа", "подъезда", "квартире"}
+     "dom", "batir", "kabat", "этажа", "подъезда", "квартире", "ofis", "офиси"}
 )  # fmt: skip
 _NEGATORS = _fold_all({"не", "ne", "not", "вместо", "vmesto", "instead"})
 _POST_NEGATORS = _fold_all({"эмес", "emes"})
@@ -310,6 +315,12 @@ _NOT_ADDRESS_WORDS = (
                  "meant", "mean", "вернее", "забыл", "забыла", "про", "lol", "лол", "haha",
                  "хаха", "that's", "thats"})
 )  # fmt: skip
+# Talk around values that never makes an address: intensifiers, "to the office", "forgot".
+_NOT_ADDRESS_WORDS = _NOT_ADDRESS_WORDS | _fold_all(
+    {"большое", "огромное", "much", "very", "so", "ofiske", "офиске", "офиско", "уйго", "үйгө",
+     "дописать", "дописала", "дописал", "забыла", "забыл", "написать", "forgot", "forget",
+     "указать", "сказать", "that", "my"}
+)  # fmt: skip
 _INTENT_WORDS = (
     CORRECTION
     | NO
@@ -384,7 +395,7 @@ def _tokens(text: str) -> list[_Tok]:
     for m in _TOKEN_RE.finditer(text):
         raw = m.group(0)
         if raw[0].isdigit():
-            digits = raw.rstrip("абвгabcdАБВГABCD")  # "17а": house 17a; its number is 17
+            digits = re.sub(r"(?i)(st|nd|rd|th|[абвгabcd])$", "", raw)  # "17а", "3rd": 17, 3
             out.append(_Tok(m.start(), m.end(), raw, digits, digits))
         elif "/" in raw:
             out.append(_Tok(m.start(), m.end(), raw, "жм", None))
@@ -461,6 +472,11 @@ def _find_phones(
         if any(s <= run.start() < e or run.start() <= s < run.end() for s, e, _ in found):
             continue
         digits = re.sub(r"\D", "", run.group(0))
+        leading = _leading_phone(run.group(0), region)
+        if leading is not None:  # "0550 61 72 83 4pcs": the count ran on after the number
+            length, e164 = leading
+            found.append((run.start(), run.start() + length, e164))
+            continue
         if region.upper() == "KG" and _KG_MOBILE.match(digits):  # "555 12 34 56": no 0 or +996
             try:
                 kg_number: phonenumbers.PhoneNumber | None = phonenumbers.parse("+996" + digits)
@@ -480,6 +496,24 @@ def _find_phones(
     return found, rejected, blocked
 
 
+def _leading_phone(chunk: str, region: str) -> tuple[int, str] | None:
+    """A valid number made of the first groups of a longer digit run, and its length."""
+    groups = list(re.finditer(r"\d+", chunk))
+    for n in range(len(groups) - 1, 0, -1):
+        end = groups[n - 1].end()
+        candidate = chunk[:end]
+        digits = re.sub(r"\D", "", candidate)
+        if len(digits) < 9:
+            break
+        try:
+            number = phonenumbers.parse(candidate, region.upper())
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return end, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
 def _looks_like_address_numbers(chunk: str) -> bool:
     """ "41-7 кв 5", "12/3": house/flat numbers, not a phone attempt."""
     groups = re.findall(r"\d+", chunk)
@@ -497,9 +531,16 @@ def _number_word(word: str) -> int | None:
     if word in TENS and word not in ("он", "on"):
         return TENS[word]
     for stem, value in KY_STEMS.items():
-        if word.startswith(stem) and word[len(stem) :] in KY_ENDINGS and len(stem) >= 2:
+        if len(stem) >= 2 and word.startswith(stem) and _ky_ending(word[len(stem) :]):
             return value
     return None
+
+
+def _ky_ending(rest: str) -> bool:
+    """One case or collective ending, or a collective and a case one ("оо" + "ну")."""
+    if rest in KY_ENDINGS:
+        return True
+    return any(rest.startswith(e) and rest[len(e) :] in KY_ENDINGS for e in ("оо", "oo"))
 
 
 def strong_before_set(tok: _Tok | None) -> bool:
@@ -508,7 +549,7 @@ def strong_before_set(tok: _Tok | None) -> bool:
 
 def _ky_inflected(word: str) -> bool:
     for stem in KY_STEMS:
-        if len(stem) >= 2 and word.startswith(stem) and word[len(stem) :] in KY_ENDINGS:
+        if len(stem) >= 2 and word.startswith(stem) and _ky_ending(word[len(stem) :]):
             return True
     return False
 
@@ -782,10 +823,35 @@ _STRIP = (
 ) - MARKERS  # fmt: skip
 
 
+_LEAD_FILLERS = _fold_all(
+    {"ой", "oi", "oy", "нет", "net", "no", "да", "извините", "sorry", "кечиресиз", "блин",
+     "blin", "ну", "а", "ой-ой", "стоп", "wait", "oops", "точнее"}
+)  # fmt: skip
 _REASONS = _fold_all(
     {"а", "но", "потому", "так", "т", "because", "since", "as", "бирок", "анткени", "себеби",
      "пока", "просто", "уже"}
 )  # fmt: skip
+
+
+def _self_fixed(toks: list[_Tok]) -> list[_Tok]:
+    """ "дом 103 ой нет 105 кв 8" → "дом 105 кв 8": a number corrected on the spot."""
+    out = list(toks)
+    i = 0
+    while i < len(out):
+        if out[i].number is not None:
+            j = i + 1
+            while (
+                j < len(out)
+                and j - i <= 3
+                and out[j].number is None
+                and (out[j].word in CORRECTION or out[j].word in NO or out[j].word in _APOLOGIES)
+            ):
+                j += 1
+            if j > i + 1 and j < len(out) and out[j].number is not None:
+                del out[i:j]
+                continue
+        i += 1
+    return out
 
 
 def _trim(toks: list[_Tok]) -> list[_Tok]:
@@ -805,16 +871,17 @@ def _trim(toks: list[_Tok]) -> list[_Tok]:
 
 
 def _render(
-    text: str, toks: list[_Tok], used: list[_Tok], subs: dict[int, str] | None = None
+    text: str, toks: list[_Tok], every: list[_Tok], subs: dict[int, str] | None = None
 ) -> str:
-    """The customer's own text from the first to the last token, without used tokens."""
+    """The customer's own text of ``toks``; where tokens of ``every`` were left out between
+    two kept ones (a phone, a count, a corrected number), the gap closes up."""
     if not toks:
         return ""
     subs = subs or {}
     pieces = [subs.get(id(toks[0]), toks[0].raw)]
     for before, tok in itertools.pairwise(toks):
         gap = text[before.end : tok.start]
-        if any(before.end <= u.start < tok.start for u in used):
+        if any(before.end <= u.start < tok.start for u in every):
             gap = ", " if "," in gap or "\n" in gap else " "
         pieces.append(gap.replace("\n", ", "))
         pieces.append(subs.get(id(tok), tok.raw))
@@ -1082,13 +1149,15 @@ def read(
             for count in swaps_old:
                 for tok in count.toks:
                     tok.used = True
+        leading = [w for w in words if w not in _LEAD_FILLERS]
         if any(t.word in _POST_NEGATORS for t in clause.toks) or (
-            words
-            and words[0] in ("не", "ne", "not", "вместо", "vmesto", "instead")
-            and len(words) <= 4
+            leading
+            and leading[0] in ("не", "ne", "not", "вместо", "vmesto", "instead")
+            and len(leading) <= 4
+            and not any(t.number is not None for t in clause.toks if not t.used)
         ):
             continue  # "Манас эмес", "не Токтогула": what it is not is no address
-        rest_toks = _trim(_drop_negated(_content_toks(clause)))
+        rest_toks = _trim(_self_fixed(_drop_negated(_content_toks(clause))))
         if not rest_toks:
             continue
         quality = _address_quality(rest_toks, text, asked=asked)
@@ -1156,7 +1225,7 @@ def read(
         detail_only = bool(real) and all(d for _, _, _, d in real)
         if detail_only:  # "подъезд второй, забыла написать": the detail without the talk
             run_toks = [t for _, ts, _, _ in real for t in ts]
-        address = _render(text, run_toks, [t for t in toks if t.used], subs)
+        address = _render(text, run_toks, toks, subs)
         if detail_only:
             quality = AddressQuality.NONE
     # The count: negated ones ("не 3, а 4") give way; two different ones are a conflict.
@@ -1206,7 +1275,7 @@ def read(
         olds_in = [t for t in run_toks if t.number == str(swap[0])]
         if olds_in:  # "кв 7... нет не 7, а 17": fixed within the message
             subs[id(olds_in[-1])] = str(swap[1])
-            address = _render(text, run_toks, [t for t in toks if t.used], subs)
+            address = _render(text, run_toks, toks, subs)
             swap = None
             quantity = None if quantity == swaps_new_value(swaps_new, chosen) else quantity
     word_swap = _word_swap(toks)
