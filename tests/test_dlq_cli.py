@@ -22,6 +22,7 @@ import trio
 
 from botd.config import Config
 from botd.daemon import Running
+from botd.dialog import Reply, render
 from botd.inbound import QueuedMessage, shard_of
 from botd.outbox import KIND_HEADER, OutboxBatch
 from botd.testing.fake_chat2desk import FakeChat2Desk
@@ -30,6 +31,7 @@ from tests.helpers import inbox_payload, post_webhook
 
 GREETING = "Привет"
 REJECTED_400, REJECTED_401, POISON_CLIENT, EXPIRED_CLIENT = 6101, 6102, 6103, 6104
+BOT_GREETING = render(Reply("greeting"), "ru")  # the bot's first reply of every dialog
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ async def test_show_prints_one_message_whole_as_json(
     assert shown["headers"][KIND_HEADER] == "reply"
     body = shown["body"]
     assert body["client_id"] == str(REJECTED_400) and body["attempts"] == 1
-    assert body["text"] == "Здравствуйте! Я помогу оформить заказ."
+    assert body["text"] == BOT_GREETING
     assert body["reason"] == shown["reason"] and body["dead_at"] >= body["first_failed_at"]
 
     poison = json.loads((await botd_dlq(config, "show", ids[str(POISON_CLIENT)])).out)
@@ -218,7 +220,7 @@ async def test_replay_one_by_id_prefix_delivers_it_once(
         f"replayed {reply_id} (reply, customer {REJECTED_400})",
         "1 message(s) replayed",
     ]
-    want = "Здравствуйте! Я помогу оформить заказ."
+    want = BOT_GREETING
     with trio.fail_after(15):
         while want not in fake.texts_for(REJECTED_400):
             await fake.wait_for_deliveries(len(fake.delivered()) + 1)
@@ -243,7 +245,7 @@ async def test_replay_all(running: Running, fake: FakeChat2Desk, config: Config)
     with trio.fail_after(15):
         while len(fake.texts_for(EXPIRED_CLIENT)) < 2 or len(fake.delivered()) < 6:
             await fake.wait_for_deliveries(len(fake.delivered()) + 1)
-    greeting = "Здравствуйте! Я помогу оформить заказ."
+    greeting = BOT_GREETING
     assert fake.texts_for(REJECTED_400).count(greeting) == 1
     assert fake.texts_for(REJECTED_401).count(greeting) == 1
     assert fake.texts_for(EXPIRED_CLIENT) == ["expired reply one", "expired reply two"]

@@ -9,6 +9,7 @@ import trio
 
 from botd.config import Config
 from botd.daemon import Running
+from botd.dialog import Reply, render
 from botd.testing.fake_chat2desk import FIRST_MESSAGE_ID, FakeChat2Desk
 from tests.helpers import HAPPY_PATH, inbox_payload, orders, post_webhook
 
@@ -100,7 +101,7 @@ async def test_operator_takes_over_and_gives_back(running: Running, fake: FakeCh
         await say(
             client,
             running,
-            "Здравствуйте! Я помогу оформить заказ.",
+            render(Reply("greeting"), "ru"),
             hook_type="outbox",
             type="to_client",
             message_id=own_id,
