@@ -178,6 +178,7 @@ HELP_PHRASES = _phrases(lx.HELP_PHRASES)
 LATER_PHRASES = _phrases(lx.LATER_PHRASES)
 LOCALE_PHRASES = {locale: _phrases(p) for locale, p in lx.LOCALE_SWITCH.items()}
 TOPIC_PHRASES = {Topic(t): _phrases(p) for t, p in lx.QUESTION_TOPICS.items()}
+_TOPIC_WORDS = frozenset(w for phrases in TOPIC_PHRASES.values() for p in phrases for w in p)
 
 # Cancel phrases that mean cancel wherever they stand; the others only as (almost) the whole
 # clause ("не надо" cancels; "звонить не надо" does not).
@@ -226,7 +227,22 @@ _DETAIL_MARKERS = _fold_all(
 _NEGATORS = _fold_all({"не", "ne", "not", "вместо", "vmesto", "instead"})
 _POST_NEGATORS = _fold_all({"эмес", "emes"})
 _ADDRESS_WORDS = _fold_all(
-    {"адрес", "адреса", "адрести", "address", "adres", "дарек", "даректи", "дарегим", "дарегин"}
+    {
+        "адрес",
+        "адреса",
+        "адрести",
+        "address",
+        "adres",
+        "дарек",
+        "даректи",
+        "дарегим",
+        "дарегин",
+        "darek",
+        "daregim",
+        "adresim",
+        "адресим",
+        "адресибиз",
+    }
 )
 _APOLOGIES = _fold_all(
     {"sorry", "извините", "простите", "кечиресиз", "excuse", "izvinite", "prostite",
@@ -355,7 +371,13 @@ def _squeeze(word: str) -> str:
 
 
 def _known(word: str) -> bool:
-    return word in _NOT_ADDRESS_WORDS or word in MARKERS or word in PLACES
+    return (
+        word in _NOT_ADDRESS_WORDS
+        or word in MARKERS
+        or word in PLACES
+        or word in KY_WORDS
+        or word in _TOPIC_WORDS
+    )
 
 
 def _canonical(raw: str) -> str:
@@ -558,10 +580,12 @@ def _is_unit(word: str) -> bool:
     return (len(word) >= 2 and word.startswith(UNIT_PREFIXES)) or word in ("x", "х")
 
 
-def _is_litre(word: str) -> bool:
+def _is_litre(word: str, number: str | None = None) -> bool:
+    if word in ("ку", "ка", "ти"):  # "19-ку", "20-ка", "19-ти литровые": slang for the size
+        return number in ("19", "20", "18,9", "18.9")
     return (
         word in _LITRE
-        or word in ("ку", "ка", "ти", "ти-литровые", "литрлик", "литрдик", "litrlik", "l")
+        or word in ("ти-литровые", "литрлик", "литрдик", "litrlik", "l")
         or word.startswith(("литр", "liter", "litre", "litr"))
     )
 
@@ -631,7 +655,7 @@ def _counts(clause: _Clause) -> list[_Count]:
         after = toks[i + len(span)] if i + len(span) < len(toks) else None
         # A bottle size: "19 л", "по 19", "19-литровые", "5 литровых".
         if tok.number is not None and (
-            (after is not None and _is_litre(after.word))
+            (after is not None and _is_litre(after.word, tok.number))
             or (
                 prev is not None
                 and prev.word == "по"
@@ -640,7 +664,7 @@ def _counts(clause: _Clause) -> list[_Count]:
             )
         ):
             tok.used = True
-            if after is not None and _is_litre(after.word):
+            if after is not None and _is_litre(after.word, tok.number):
                 after.used = True
             i += len(span) + 1
             continue
@@ -698,7 +722,7 @@ def _counts(clause: _Clause) -> list[_Count]:
         word_unit = tok.number is None and not doubtful and after is not None
         strong = unit or times or unit_before or (word_unit and after is not None
                                    and _is_unit(after.word))  # fmt: skip
-        if tok.number is None and tok.word not in ONES and _ky_inflected(tok.word):
+        if any(t.number is None and t.word not in ONES and _ky_inflected(t.word) for t in span):
             strong = True  # "бешти", "экини", "үчөө": Kyrgyz counts by their endings
         counts.append(_Count(None if fraction else value, strong, negated, doubtful or False, span))
         i += len(span)
@@ -767,8 +791,8 @@ def _address_quality(toks: list[_Tok], text: str, *, asked: bool = True) -> Addr
         return AddressQuality.STRONG  # "мкр 8", "8 мкр", "квартал 12"
     if named_number:
         return AddressQuality.STRONG
-    if landmark and (len(content) >= 2 or (content and numbers)):
-        return AddressQuality.STRONG
+    if landmark and (len(content) >= 2 or (numbers and (content or markers))):
+        return AddressQuality.STRONG  # "напротив филармонии", "возле школы 61"
     if street and (content or places):
         return AddressQuality.NEEDS_HOUSE
     if places and not content:
@@ -854,18 +878,45 @@ def _self_fixed(toks: list[_Tok]) -> list[_Tok]:
     return out
 
 
+def _talk(word: str) -> bool:
+    """A closing word that is talk, not address: thanks, "бүгүн жеткиресизби", "please"."""
+    return (
+        word in _STRIP
+        or (word in _NOT_ADDRESS_WORDS and word not in MARKERS)
+        or word in QUESTION_WORDS
+        or word in _TOPIC_WORDS
+        or (len(word) >= 6 and word.endswith(("бы", "би", "бу", "пы", "пи", "by", "bi")))
+    )
+
+
+_STRIP = (
+    _STRIP
+    | _ADDRESS_WORDS
+    | _APOLOGIES
+    | _LEAD_FILLERS
+    | _fold_all(
+        {"эле", "ele", "дедим", "dedim", "кылайын", "kylaiyn", "kylayn", "деп", "dep", "атам"}
+    )
+    # Kyrgyz case endings typed apart from a number: "5 ка", "12 ге"
+    | _fold_all({"ка", "ке", "га", "ге", "ко", "го", "ga", "ge", "ka", "ke"})
+)
+
+
 def _trim(toks: list[_Tok]) -> list[_Tok]:
     """Drop introducing and closing words: "мой адрес Токтогула 10, спасибо" → "Токтогула 10"."""
     start, end = 0, len(toks)
     while start < end and toks[start].number is None and toks[start].word in _STRIP:
         start += 1
-    while end > start and toks[end - 1].number is None and toks[end - 1].word in _STRIP:
+    while end > start and toks[end - 1].number is None and _talk(toks[end - 1].word):
         end -= 1
     kept = toks[start:end]
     anchors = [i for i, t in enumerate(kept) if t.number is not None or t.word in MARKERS]
     if anchors:
         for i in range(anchors[-1] + 1, len(kept)):
-            if kept[i].word in _REASONS:  # "…квартира 33 а то закончилась": why, not where
+            word = kept[i].word
+            if word in _REASONS or (_talk(word) and word not in LANDMARKS):
+                # "…квартира 33 а то закончилась", "…кв 8 номер … привезите до обеда": the
+                # address ends where the talk starts
                 return kept[:i]
     return kept
 
@@ -898,6 +949,9 @@ _CONTRAST = _fold_all({"а", "a", "but", "бирок", "birok"})
 
 def _drop_negated(toks: list[_Tok]) -> list[_Tok]:
     """ "не Московская, а Киевская 45" → "Киевская 45" (within one clause)."""
+    post = [i for i, t in enumerate(toks) if t.word in _POST_NEGATORS]
+    if post:
+        return toks[post[-1] + 1 :]  # "Жал эмес Арча-Бешик 30": what follows "эмес"
     for i, tok in enumerate(toks):
         if tok.word in _NEGATORS and tok.word not in ("вместо", "vmesto", "instead"):
             for j in range(i + 1, len(toks)):
@@ -1056,12 +1110,25 @@ def read(
         number_free = tuple(t.word for t in clause.toks if not t.used and t.number is None)
         intents_only = _read_intents(clause, words, acc)
         lead = tuple(w for w in words if w not in _QUESTION_LEAD)
-        topic_question = clause.question or bool(lead and lead[0] in QUESTION_WORDS)
-        if _has_topic(words) and (topic_question or not _has_value_words(clause)):
-            _question_clause(clause, words, acc)
-            continue  # "how much is one bottle?": no value is given by asking about it
-        if clause.question and not clause_counts and _question_clause(clause, words, acc):
-            continue
+        if lead[:2] in (("как", "обычно"), ("как", "всегда"), ("как", "раньше")):
+            lead = lead[2:]  # "как обычно 3 бутылки": as usual, not a question
+        question_like = (
+            clause.question
+            or bool(lead and (lead[0] in QUESTION_WORDS or lead[-1] in QUESTION_WORDS))
+            or any(_ky_question(t) for t in clause.toks)
+        )
+        topic = _has_topic(words)
+        asking = (topic and (question_like or not _has_value_words(clause))) or (
+            question_like and not any(w in _ASKING_FOR for w in words) and not acc.handoff
+        )
+        if asking:
+            # "how much is one bottle?", "50 бутылка алсам скидка барбы?": a number in a
+            # question is no count; an address before it still is one ("Жибек Жолу 455 …
+            # бүгүн жеткиресизби?").
+            _question_clause(clause, words, acc, asked=True)
+            clause_counts = []
+            if not any(t.word in MARKERS or t.word in PLACES for t in clause.toks):
+                continue
         if intents_only and not any(t.number is not None and not t.used for t in clause.toks):
             continue
         free = [t for t in clause.toks if not t.used]
@@ -1150,7 +1217,7 @@ def read(
                 for tok in count.toks:
                     tok.used = True
         leading = [w for w in words if w not in _LEAD_FILLERS]
-        if any(t.word in _POST_NEGATORS for t in clause.toks) or (
+        if (
             leading
             and leading[0] in ("не", "ne", "not", "вместо", "vmesto", "instead")
             and len(leading) <= 4
@@ -1395,6 +1462,12 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
         if i in consumed:
             continue
         if w in YES and (
+            (i > 0 and plain[i - 1] in QUESTION_WORDS)
+            or (i + 1 < len(plain) and plain[i + 1] in QUESTION_WORDS)
+        ):
+            consumed.add(i)  # "канча болот?": "how much will it be", not "all right"
+            continue
+        if w in YES and (
             (i > 0 and plain[i - 1] in _YES_NEGATORS)
             or (i + 1 < len(plain) and plain[i + 1] in _POST_NEGATORS)
         ):
@@ -1433,11 +1506,32 @@ def _read_intents(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
     return len(consumed) == len(plain)
 
 
+# Words that make a question a request with values: "можно 3 бутылки на Токтогула 5?"
+_ASKING_FOR = _fold_all(
+    {"можно", "хочу", "нужно", "нужна", "привезите", "привезти", "доставьте", "please", "pls",
+     "can", "could", "мага", "керек", "бересизби", "алып", "жеткирип", "пожалуйста"}
+)  # fmt: skip
 _QUESTION_LEAD = _fold_all(
     {"а", "и", "ну", "скажите", "подскажите", "скажи", "подскажи", "извините", "кстати", "еще",
      "ещё", "так", "ok", "ок", "and", "also", "btw", "please", "тell", "айтыңызчы", "айтсаңыз",
      "айтып", "бериңизчи", "анан", "дагы", "a"}
 )  # fmt: skip
+
+
+_KY_QUESTION_ENDINGS = ("сызбы", "сизби", "суздарбы", "сыздарбы", "сиздерби", "сызбу", "биз",
+                        "ызбы", "избы", "ызбу")  # fmt: skip
+
+
+def _ky_question(tok: _Tok) -> bool:
+    """ "жеткиресизби", "аласызбы": a Kyrgyz question by its particle, no "?" needed."""
+    word = tok.word
+    return (
+        tok.number is None
+        and len(word) >= 7
+        and word.endswith(_KY_QUESTION_ENDINGS)
+        and word not in YES
+        and word not in GREETINGS
+    )
 
 
 def _has_value_words(clause: _Clause) -> bool:
@@ -1453,7 +1547,9 @@ def _has_topic(words: tuple[str, ...]) -> bool:
     return any(_find_phrase(words, phrases) for phrases in TOPIC_PHRASES.values())
 
 
-def _question_clause(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool:
+def _question_clause(
+    clause: _Clause, words: tuple[str, ...], acc: _Acc, *, asked: bool = False
+) -> bool:
     """A question clause: note its topic; True when it is a question the bot should answer."""
     if acc.handoff or acc.cancel:
         return True
@@ -1462,7 +1558,7 @@ def _question_clause(clause: _Clause, words: tuple[str, ...], acc: _Acc) -> bool
         if _find_phrase(words, phrases):
             topic = name
             break
-    if topic is None and not (clause.question or (words and words[0] in QUESTION_WORDS)):
+    if topic is None and not (asked or clause.question or (words and words[0] in QUESTION_WORDS)):
         return False
     if topic is None:
         if _only(words, GREETINGS | THANKS | YES | NO | REQUEST | CORRECTION):
