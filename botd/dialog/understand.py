@@ -1101,6 +1101,7 @@ def read(
     swaps_old: list[_Count] = []
     swaps_new: list[_Count] = []
     subs: dict[int, str] = {}  # token id → the customer's own correction of it
+    places_asked: list[_Tok] = []  # towns named in a question ("Каракол шаарына жеткиресизби?")
     by_clause: list[tuple[int, _Count]] = []  # every count with its clause, for swaps
     address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
     for index, clause in enumerate(clauses):
@@ -1127,6 +1128,7 @@ def read(
             # бүгүн жеткиресизби?").
             _question_clause(clause, words, acc, asked=True)
             clause_counts = []
+            places_asked.extend(t for t in clause.toks if t.word in PLACES)
             if not any(t.word in MARKERS or t.word in PLACES for t in clause.toks):
                 continue
         if intents_only and not any(t.number is not None and not t.used for t in clause.toks):
@@ -1293,6 +1295,14 @@ def read(
         if detail_only:  # "подъезд второй, забыла написать": the detail without the talk
             run_toks = [t for _, ts, _, _ in real for t in ts]
         address = _render(text, run_toks, toks, subs)
+        if (
+            places_asked
+            and quality is AddressQuality.STRONG
+            and not any(t.word in PLACES for t in run_toks)
+        ):
+            # "Каракол шаарына жеткиресизби? Абдрахманов көчөсү 130": the town the customer
+            # asked about is the town of the address given with it
+            address = f"{places_asked[0].raw}, {address}"
         if detail_only:
             quality = AddressQuality.NONE
     # The count: negated ones ("не 3, а 4") give way; two different ones are a conflict.
