@@ -15,7 +15,7 @@ import trio
 
 from botd.testing import corpus
 
-DEV_RIGHT_RATE_MIN = 0.0  # share of dev conversations that must be right
+DEV_RIGHT_RATE_MIN = 0.98  # share of dev conversations that must be right (measured: 100 %)
 
 CORPUS = Path(__file__).resolve().parent / "conversations"
 

@@ -1013,14 +1013,34 @@ def _content_toks(clause: _Clause) -> list[_Tok]:
 # -- phrases ---------------------------------------------------------------------------------
 
 
+_PhraseIndex = dict[str, tuple[tuple[str, ...], ...]]
+_INDEXES: dict[int, _PhraseIndex] = {}
+
+
+def _index_of(phrases: tuple[tuple[str, ...], ...]) -> _PhraseIndex:
+    """The phrases by their first word, longest first (built once per phrase table)."""
+    index = _INDEXES.get(id(phrases))
+    if index is None:
+        grouped: dict[str, list[tuple[str, ...]]] = {}
+        for phrase in phrases:
+            grouped.setdefault(phrase[0], []).append(phrase)
+        index = {w: tuple(sorted(ps, key=len, reverse=True)) for w, ps in grouped.items()}
+        _INDEXES[id(phrases)] = index
+    return index
+
+
 def _find_phrase(words: tuple[str, ...], phrases: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
     """The longest phrase found as consecutive words, or ()."""
-    for phrase in phrases:
-        n = len(phrase)
-        for i in range(len(words) - n + 1):
-            if words[i : i + n] == phrase:
-                return phrase
-    return ()
+    index = _index_of(phrases)
+    best: tuple[str, ...] = ()
+    for i, word in enumerate(words):
+        for phrase in index.get(word, ()):
+            if len(phrase) <= len(best):
+                break
+            if words[i : i + len(phrase)] == phrase:
+                best = phrase
+                break
+    return best
 
 
 def _cancel_stem(words: tuple[str, ...]) -> tuple[str, ...]:
@@ -1066,6 +1086,13 @@ class _Acc:
     apology: bool = False
     fields: set[Field] = field(default_factory=set)
     other_words: int = 0
+
+
+# Words that may stand around a bare count ("мне 2 пожалуйста", "нет, 4", "sorry I meant 3").
+_AROUND_A_COUNT = (
+    QUANTITY_FILLERS | YES | NO | CORRECTION | _NEGATORS | _POST_NEGATORS
+    | FIELD_WORDS[Field.QUANTITY] | GREETINGS | THANKS | REQUEST | _APOLOGIES | HEDGES
+)  # fmt: skip
 
 
 def read(
@@ -1188,9 +1215,7 @@ def read(
                 if not t.used and t not in count.toks and t.number is None
                 and id(t) not in negated_toks
             )  # fmt: skip
-            bare_ok = _only(rest, QUANTITY_FILLERS | YES | NO | CORRECTION | _NEGATORS
-                            | _POST_NEGATORS | FIELD_WORDS[Field.QUANTITY] | GREETINGS
-                            | THANKS | REQUEST | _APOLOGIES | HEDGES) or not rest  # fmt: skip
+            bare_ok = _only(rest, _AROUND_A_COUNT) or not rest
             other_numbers = [
                 t for t in clause.toks if t.number is not None and t not in count.toks
                 and not t.used and id(t) not in negated_toks
@@ -1571,7 +1596,7 @@ def _question_clause(
     if topic is None and not (asked or clause.question or (words and words[0] in QUESTION_WORDS)):
         return False
     if topic is None:
-        if _only(words, GREETINGS | THANKS | YES | NO | REQUEST | CORRECTION):
+        if _only(words, _SMALL_TALK | REQUEST | CORRECTION):
             return False  # "здравствуйте?" "да?" — not a question to answer
         topic = Topic.OTHER
     if acc.question is None or acc.question is Topic.OTHER:
@@ -1613,6 +1638,9 @@ _KY_ENDINGS = tuple(
 )  # fmt: skip
 
 
+_SMALL_TALK = YES | NO | GREETINGS | THANKS
+
+
 def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, float]:
     if words is None:
         words = tuple(_canonical(t) for t in _WORD_RE.findall(text))
@@ -1626,7 +1654,7 @@ def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, float]
             scores["ky"] += 1.5  # Kyrgyz speakers borrow Russian nouns, not Kyrgyz grammar
         elif w in RU_LATIN:
             scores["ru"] += 1
-        elif w in _EN_ONLY or (w.isascii() and w in YES | NO | GREETINGS | THANKS):
+        elif w in _EN_ONLY or (w.isascii() and w in _SMALL_TALK):
             scores["en"] += 1
         elif w in _RU_WORDS:
             scores["ru"] += 1
