@@ -1,8 +1,8 @@
-"""Parsers for the three answers the dialog collects: address, phone, quantity.
+"""Value helpers the dialog still needs besides :mod:`.understand`: a shared contact's phone,
+a shared location, the limits of the order's values and the parameters of their messages.
 
-Each parser returns the normalised value, or a :class:`Reply` naming the specific reason the
-input was rejected (the dialog sends it before asking the same question again). Pure functions:
-no I/O, no clock, no randomness. The yes/no answer and commands live in :mod:`.phrases`.
+Reading a customer's text (addresses, phones and counts anywhere in it) is
+:func:`.understand.read`. Pure functions: no I/O, no clock, no randomness.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ __all__ = [
     "MIN_QUANTITY",
     "describe_regions",
     "format_location",
-    "parse_address",
     "parse_phone",
-    "parse_quantity",
     "quantity_params",
 ]
 
@@ -33,16 +31,6 @@ MAX_ADDRESS_CHARS = 200
 MIN_QUANTITY = 1
 MAX_QUANTITY = 50
 _MAX_PHONE_INPUT_CHARS = 64  # a longer message is not a phone number (and stays cheap to parse)
-
-
-def parse_address(text: str) -> str | Reply:
-    """An address of 5–200 characters after trimming (characters, not bytes)."""
-    address = unicodedata.normalize("NFC", text).strip()
-    if len(address) < MIN_ADDRESS_CHARS:
-        return Reply("address_too_short", (("min_chars", str(MIN_ADDRESS_CHARS)),))
-    if len(address) > MAX_ADDRESS_CHARS:
-        return Reply("address_too_long", (("max_chars", str(MAX_ADDRESS_CHARS)),))
-    return address
 
 
 def format_location(location: tuple[float, float]) -> str | None:
@@ -96,89 +84,3 @@ def describe_regions(regions: tuple[str, ...]) -> str:
 def quantity_params() -> tuple[tuple[str, str], ...]:
     """The ``min``/``max`` parameters of every quantity message."""
     return (("min", str(MIN_QUANTITY)), ("max", str(MAX_QUANTITY)))
-
-
-# Units a customer may add after the number ("3 шт", "3 pcs", "3 бутылки", "three bottles").
-_UNITS = frozenset(
-    {
-        "шт", "штук", "штука", "штуки", "штучки", "штучек", "бут", "бутылка", "бутылки",
-        "бутылок", "бутыль", "бутыли", "бутылей", "баллон", "баллона", "баллонов",
-        "pcs", "pc", "piece", "pieces", "bottle", "bottles", "x",
-        "даана", "бөтөлкө", "бөтөлкөлөр",
-    }
-)  # fmt: skip
-
-_ONES = {
-    # ru
-    "ноль": 0, "один": 1, "одна": 1, "одну": 1, "два": 2, "две": 2, "три": 3, "четыре": 4,
-    "пять": 5, "шесть": 6, "семь": 7, "восемь": 8, "девять": 9,
-    # en
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9,
-    # ky
-    "нөл": 0, "бир": 1, "эки": 2, "үч": 3, "төрт": 4, "беш": 5, "алты": 6, "жети": 7,
-    "сегиз": 8, "тогуз": 9,
-}  # fmt: skip
-_TEENS = {
-    "десять": 10, "одиннадцать": 11, "двенадцать": 12, "тринадцать": 13, "четырнадцать": 14,
-    "пятнадцать": 15, "шестнадцать": 16, "семнадцать": 17, "восемнадцать": 18,
-    "девятнадцать": 19,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}  # fmt: skip
-_TENS = {
-    "двадцать": 20, "тридцать": 30, "сорок": 40, "пятьдесят": 50, "шестьдесят": 60,
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-    "он": 10, "жыйырма": 20, "отуз": 30, "кырк": 40, "элүү": 50, "алтымыш": 60,
-}  # fmt: skip
-
-_NUMERIC = re.compile(r"([+-]?)(\d+)(?:[.,](\d+))?")
-_WORD = re.compile(r"[^\W\d_]+")
-
-
-def parse_quantity(text: str) -> int | Reply:
-    """A whole number 1–50, as digits or words (ru/ky/en), optionally followed by a unit."""
-    params = quantity_params()
-    cleaned = _strip_units(unicodedata.normalize("NFKC", text).casefold())
-    match = _NUMERIC.fullmatch(cleaned)
-    if match is not None:
-        sign, whole, fraction = match.groups()
-        if fraction is not None and fraction.strip("0"):
-            return Reply("quantity_not_whole")
-        value = int(whole) if len(whole) <= 9 else MAX_QUANTITY + 1
-        if sign == "-":
-            value = -value
-    else:
-        words = _WORD.findall(cleaned)
-        only_words = _WORD.sub("", cleaned).strip(" -") == ""
-        number = _words_to_number(words) if only_words else None
-        if number is None:
-            return Reply("quantity_not_a_number")
-        value = number
-    if not MIN_QUANTITY <= value <= MAX_QUANTITY:
-        return Reply("quantity_out_of_range", params)
-    return value
-
-
-def _strip_units(text: str) -> str:
-    """The text without trailing unit words and dots ("3 шт." → "3")."""
-    text = text.strip()
-    while True:
-        trimmed = text.rstrip(" .")
-        match = re.search(r"([^\W\d_]+)$", trimmed)
-        if match is None or match.group(1) not in _UNITS:
-            return trimmed
-        text = trimmed[: match.start()].strip()
-
-
-def _words_to_number(words: list[str]) -> int | None:
-    """ "три" → 3, "двадцать пять" → 25, "он эки" → 12, "twenty two" → 22; else None."""
-    if len(words) == 1:
-        word = words[0]
-        for table in (_ONES, _TEENS, _TENS):
-            if word in table:
-                return table[word]
-        return None
-    if len(words) == 2 and words[0] in _TENS and words[1] in _ONES and _ONES[words[1]] > 0:
-        return _TENS[words[0]] + _ONES[words[1]]
-    return None

@@ -134,6 +134,7 @@ def operator_step(
         updated_at=now,
         last_order_key=state.last_order_key if state is not None else None,
         last_order_at=state.last_order_at if state is not None else None,
+        locale_sure=state.locale_sure if state is not None else False,
     )
     return Transition(handoff, (), handoff_started=not already)
 
@@ -215,6 +216,8 @@ def _idle_turn(
     reading = _read(turn, None, settings)
     locale, sure = _first_locale(previous, turn, reading, slash, settings)
     previous = _with_locale(previous, locale, sure)
+    if previous is None and sure:
+        previous = dataclasses.replace(_idle(locale, now), locale_sure=True)
     recent = previous is not None and previous.last_order_key is not None
     if slash is Command.CANCEL or (reading.cancel and not reading.has_value):
         return _cancel_placed(previous, locale, now, settings)
@@ -413,7 +416,8 @@ def _converse(
     state = dataclasses.replace(state, updated_at=now)
     if reading.question is not None:
         notes.append(Reply(f"answer_{reading.question}"))
-    if not took and not problems and reading.question is None and not opening:
+    settled = before.pending is not None and state.pending is None
+    if not took and not problems and reading.question is None and not opening and not settled:
         notes.extend(_small_talk(before, turn, reading))  # the opening greets already
     if (
         took
@@ -470,6 +474,8 @@ def _take_values(
         )
         if isinstance(contact, str):
             phones = (contact,)
+        elif not phones:
+            problems.append(contact)  # the reason the shared contact's number is not usable
     if len(phones) == 1:
         state = dataclasses.replace(state, phone=phones[0])
         took.add(Field.PHONE)
@@ -593,10 +599,19 @@ def _take_address(
     quality = reading.address_quality
     if turn.location is not None:
         located = parse.format_location(turn.location)
-        if located is not None:
-            if text_address and quality >= AddressQuality.DOUBTFUL:
-                located = f"{text_address} ({located})"
-            return _set_address(state, located), True, None
+        if located is None:
+            return state, False, Reply("text_expected")  # coordinates that cannot be
+        if text_address and quality >= AddressQuality.DOUBTFUL:
+            located = f"{text_address} ({located})"
+        if state.address is not None and expecting is not Field.ADDRESS and not state.editing:
+            # a location sent later does not silently replace the address typed before
+            pending = Pending(Field.ADDRESS, located)
+            return (
+                dataclasses.replace(state, pending=pending, step=Step.WAITING_ADDRESS),
+                True,
+                None,
+            )
+        return _set_address(state, located), True, None
     if text_address is None:
         return state, False, None
     if len(text_address) > parse.MAX_ADDRESS_CHARS:
@@ -856,7 +871,8 @@ def _first_locale(
                 and not _clearly(turn, reading, previous.locale)
             ):
                 return previous.locale, True
-            return candidate, True
+            told_clearly = candidate != reading.locale or reading.locale_clear
+            return candidate, told_clearly
     if previous is not None:
         return previous.locale, previous.locale_sure
     for candidate in (_script_locale(turn.text), settings.default_locale):

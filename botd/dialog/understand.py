@@ -100,6 +100,7 @@ class Reading:
     fields: frozenset[Field] = frozenset()  # fields named ("адрес", "телефон", "количество")
     other_words: int = 0  # words nothing above accounts for
     locale: str | None = None  # the language of the words, when they tell
+    locale_clear: bool = False  # ... and only that language's words (or twice as many)
     empty: bool = True  # no words at all (emoji, punctuation)
 
     @property
@@ -401,6 +402,7 @@ class _Tok:
     word: str  # canonical folded form
     number: str | None  # the digits for numeric tokens ("18,9")
     used: bool = False  # taken by a phone/quantity: not part of an address
+    negative: bool = False  # "-1": a minus sign right before the digits
 
 
 @dataclass(slots=True)
@@ -418,7 +420,9 @@ def _tokens(text: str) -> list[_Tok]:
         raw = m.group(0)
         if raw[0].isdigit():
             digits = re.sub(r"(?i)(st|nd|rd|th|[абвгabcd])$", "", raw)  # "17а", "3rd": 17, 3
-            out.append(_Tok(m.start(), m.end(), raw, digits, digits))
+            before = text[max(0, m.start() - 2) : m.start()]
+            negative = before.endswith(("-", "−")) and not before[:-1].strip().isalnum()
+            out.append(_Tok(m.start(), m.end(), raw, digits, digits, negative=negative))
         elif "/" in raw:
             out.append(_Tok(m.start(), m.end(), raw, "жм", None))
         else:
@@ -531,7 +535,8 @@ def _leading_phone(chunk: str, region: str) -> tuple[int, str] | None:
             number = phonenumbers.parse(candidate, region.upper())
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        rest = re.sub(r"\D", "", chunk[end:])
+        if phonenumbers.is_valid_number(number) and len(rest) <= 2:
             return end, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
 
@@ -622,6 +627,8 @@ def _counts(clause: _Clause) -> list[_Count]:
                 value = int(whole) if len(whole) <= 6 else 10**6
             else:
                 value = int(tok.number) if len(tok.number) <= 6 else 10**6
+            if tok.negative:
+                value = -value  # "-1": never a count to take
         elif (
             tok.word in ("half", "пол")
             and nxt is not None
@@ -976,6 +983,13 @@ _DETAIL_KIND = {
     }.items()
     for w in words
 }  # fmt: skip
+
+
+_EITHER = _fold_all({"или", "либо", "or", "же", "ili", "бирок"}) - {"бирок"}
+
+
+def by_clause_counts(by_clause: list[tuple[int, _Count]]) -> list[_Count]:
+    return [c for _, c in by_clause if c.value is not None and not c.doubtful]
 
 
 def swaps_new_value(swaps_new: list[_Count], chosen: list[_Count]) -> int | None:
@@ -1356,7 +1370,13 @@ def read(
     fraction = any(c.value is None for c in chosen)
     doubtful: int | None = None
     clear = [c for c in chosen if not c.doubtful and c.value is not None]
-    if len({c.value for c in clear}) == 1:
+    either = (
+        any(t.word in _EITHER for t in toks)
+        and len({c.value for c in by_clause_counts(by_clause) if not c.negated}) > 1
+    )
+    if either:
+        conflict = True  # "3 или 4 бутылки": the customer has not chosen
+    elif len({c.value for c in clear}) == 1:
         quantity = clear[0].value
     elif len(values - {None}) > 1:
         strong = [c for c in clear if c.strong]
@@ -1394,6 +1414,8 @@ def read(
     if any(e in text for e in lx.NO_EMOJI) or (stripped and set(stripped) <= {"-", " "}):
         acc.no = True
     first = next((t.word for t in toks if t.number is None), "")
+    if stripped and set(stripped) <= {"?", "¿", " "}:
+        acc.help = True  # a bare "?": what do you want from me
     return Reading(
         starts_yes=first in YES or bool(_find_phrase(all_words[:3], YES_PHRASES)),
         strong_yes=bool(_find_phrase(all_words, YES_PHRASES))
@@ -1430,6 +1452,7 @@ def read(
         fields=frozenset(acc.fields),
         other_words=acc.other_words,
         locale=detect_locale(text, all_words),
+        locale_clear=_clear_margin(_scores(text, all_words)),
         empty=not toks,
     )
 
@@ -1657,8 +1680,21 @@ def _scores(text: str, words: tuple[str, ...] | None = None) -> dict[str, float]
         elif w in _EN_ONLY or (w.isascii() and w in _SMALL_TALK):
             scores["en"] += 1
         elif w in _RU_WORDS:
-            scores["ru"] += 1
+            scores["ru"] += 0.5 if w in _RU_LOANS else 1.0
     return scores
+
+
+# Russian words Kyrgyz speakers use every day in a Kyrgyz sentence: weak evidence of Russian.
+_RU_LOANS = _fold_all(
+    {"вода", "воды", "воду", "штук", "штуки", "штука", "бутылка", "бутылки", "бутылок", "заказ",
+     "квартира", "квартиры", "дом", "давайте", "давай", "короче", "ладно", "хорошо", "можно"}
+)  # fmt: skip
+
+
+def _clear_margin(scores: dict[str, float]) -> bool:
+    """One language leads clearly: the others have no words, or half as many."""
+    ranked = sorted(scores.values(), reverse=True)
+    return ranked[0] > 0 and (ranked[1] == 0 or ranked[0] >= 2 * ranked[1])
 
 
 def detect_locale(text: str, words: tuple[str, ...] | None = None) -> str | None:

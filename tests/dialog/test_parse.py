@@ -1,4 +1,8 @@
-"""Address, phone and quantity parsers: every rule and the formats customers really type."""
+"""The value helpers the dialog still uses: a shared contact's phone, a shared location, limits.
+
+Text is read by ``understand.read`` (tests/dialog/test_understand.py); these are the formats a
+shared contact card really carries.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botd.dialog import Reply
-from botd.dialog.parse import format_location, parse_address, parse_phone, parse_quantity
-
-# -- address ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("ул. Ленина 1", "ул. Ленина 1"),
-        ("  Токтогула 10, кв 5  ", "Токтогула 10, кв 5"),
-        ("abcde", "abcde"),  # exactly 5
-        ("ы" * 200, "ы" * 200),  # 200 characters (400 bytes) is fine
-        ("  " + "x" * 200 + "\n", "x" * 200),  # trimmed first
-    ],
+from botd.dialog.parse import (
+    MAX_ADDRESS_CHARS,
+    MAX_QUANTITY,
+    MIN_QUANTITY,
+    describe_regions,
+    format_location,
+    parse_phone,
+    quantity_params,
 )
-def test_address_accepted(text: str, expected: str) -> None:
-    assert parse_address(text) == expected
 
-
-@pytest.mark.parametrize(
-    ("text", "key"),
-    [
-        ("", "address_too_short"),
-        ("abcd", "address_too_short"),
-        ("   abcd   ", "address_too_short"),
-        ("ы" * 201, "address_too_long"),
-        ("x" * 1000, "address_too_long"),
-    ],
-)
-def test_address_rejected_with_reason(text: str, key: str) -> None:
-    result = parse_address(text)
-    assert isinstance(result, Reply)
-    assert result.key == key
-
-
-def test_address_reasons_carry_the_limits() -> None:
-    assert parse_address("ab") == Reply("address_too_short", (("min_chars", "5"),))
-    assert parse_address("a" * 201) == Reply("address_too_long", (("max_chars", "200"),))
+# -- location ---------------------------------------------------------------------------------
 
 
 def test_location_formatting() -> None:
@@ -125,108 +102,15 @@ def test_phone_never_raises(raw: str) -> None:
     assert isinstance(result, Reply) or (result.startswith("+") and result[1:].isdigit())
 
 
-# -- quantity ---------------------------------------------------------------------------------
+# -- limits ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("1", 1),
-        ("3", 3),
-        (" 12 ", 12),
-        ("50", 50),
-        ("+3", 3),
-        ("03", 3),
-        ("2.0", 2),
-        ("3 шт", 3),
-        ("3 шт.", 3),
-        ("3шт", 3),
-        ("3 pcs", 3),
-        ("3 штуки", 3),
-        ("5 штук", 5),
-        ("3 бутылки", 3),
-        ("10 bottles", 10),
-        ("4 даана", 4),
-        ("один", 1),
-        ("одну", 1),
-        ("два", 2),
-        ("две", 2),
-        ("три", 3),
-        ("Четыре", 4),
-        ("пять", 5),
-        ("шесть", 6),
-        ("семь", 7),
-        ("восемь", 8),
-        ("девять", 9),
-        ("десять", 10),
-        ("двенадцать", 12),
-        ("двадцать пять", 25),
-        ("пятьдесят", 50),
-        ("one", 1),
-        ("two", 2),
-        ("three", 3),
-        ("four", 4),
-        ("five", 5),
-        ("six", 6),
-        ("seven", 7),
-        ("eight", 8),
-        ("nine", 9),
-        ("ten", 10),
-        ("twenty-five", 25),
-        ("бир", 1),
-        ("эки", 2),
-        ("үч", 3),
-        ("төрт", 4),
-        ("беш", 5),
-        ("алты", 6),
-        ("жети", 7),
-        ("сегиз", 8),
-        ("тогуз", 9),
-        ("он", 10),
-        ("он эки", 12),
-        ("три бутылки", 3),
-        ("two bottles", 2),
-        ("үч даана", 3),
-    ],
-)
-def test_quantity_accepted(text: str, value: int) -> None:
-    assert parse_quantity(text) == value
+def test_quantity_limits_and_their_message_parameters() -> None:
+    assert (MIN_QUANTITY, MAX_QUANTITY, MAX_ADDRESS_CHARS) == (1, 50, 200)
+    assert quantity_params() == (("min", "1"), ("max", "50"))
 
 
-@pytest.mark.parametrize(
-    ("text", "key"),
-    [
-        ("0", "quantity_out_of_range"),
-        ("51", "quantity_out_of_range"),
-        ("-1", "quantity_out_of_range"),
-        ("100 шт", "quantity_out_of_range"),
-        ("9" * 5000, "quantity_out_of_range"),  # no int() of a huge string
-        ("ноль", "quantity_out_of_range"),
-        ("шестьдесят", "quantity_out_of_range"),
-        ("2.5", "quantity_not_whole"),
-        ("2,5", "quantity_not_whole"),
-        ("abc", "quantity_not_a_number"),
-        ("", "quantity_not_a_number"),
-        ("шт", "quantity_not_a_number"),
-        ("три или четыре", "quantity_not_a_number"),
-        ("3 4", "quantity_not_a_number"),
-        ("1/2", "quantity_not_a_number"),
-        ("3 stones", "quantity_not_a_number"),
-        ("пять пять", "quantity_not_a_number"),
-    ],
-)
-def test_quantity_rejected_with_reason(text: str, key: str) -> None:
-    result = parse_quantity(text)
-    assert isinstance(result, Reply)
-    assert result.key == key
-
-
-def test_quantity_out_of_range_carries_the_limits() -> None:
-    assert parse_quantity("51") == Reply("quantity_out_of_range", (("min", "1"), ("max", "50")))
-
-
-@settings(max_examples=200, derandomize=True)
-@given(st.text(max_size=40))
-def test_quantity_never_raises(text: str) -> None:
-    result = parse_quantity(text)
-    assert isinstance(result, Reply) or 1 <= result <= 50
+def test_regions_are_described_by_calling_code() -> None:
+    assert describe_regions(("KG",)) == "+996 (KG)"
+    assert describe_regions(("KG", "KZ")) == "+996 (KG), +7 (KZ)"
+    assert describe_regions(("XX",)) == "XX"  # unknown: named as given

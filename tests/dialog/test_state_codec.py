@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from botd.dialog import STATE_SCHEMA_VERSION, DialogState, Step, dump_state, load_state
+from botd.dialog import (
+    STATE_SCHEMA_VERSION,
+    DialogState,
+    Field,
+    Pending,
+    Step,
+    dump_state,
+    load_state,
+)
 
 STATES = [
     DialogState(Step.IDLE, "", "ru", 1.0, 2.0),
@@ -19,6 +27,28 @@ STATES = [
     DialogState(Step.WAITING_CONFIRMATION, "c:m1", "ru", 1.0, 2.0, "Чуй 100", "+77011234567", 50),
     DialogState(Step.WAITING_PHONE, "c:m1", "ru", 1.0, 2.0, "Чуй 100", "+77011234567", 5, True),
     DialogState(Step.HANDOFF, "", "en", 1.0, 2.0),
+    # schema 3: a doubtful value asked back, an address in pieces, "what to change?", the
+    # language told, the last order (kept while idle and in a new dialog)
+    DialogState(
+        Step.WAITING_ADDRESS, "c:m1", "ru", 1.0, 2.0, pending=Pending(Field.ADDRESS, "Токтогула")
+    ),
+    DialogState(
+        Step.WAITING_QUANTITY, "c:m1", "ky", 1.0, 2.0, pending=Pending(Field.QUANTITY, "2")
+    ),
+    DialogState(
+        Step.WAITING_ADDRESS, "c:m1", "ru", 1.0, 2.0, address_part="Бишкек", locale_sure=True
+    ),
+    DialogState(
+        Step.WAITING_CONFIRMATION, "c:m1", "en", 1.0, 2.0, "Чуй 100", "+996555123456", 3,
+        asked_what_to_change=True,
+    ),
+    DialogState(
+        Step.IDLE, "", "ky", 1.0, 2.0, locale_sure=True, last_order_key="c:m1", last_order_at=2.0
+    ),
+    DialogState(
+        Step.WAITING_ADDRESS, "c:m9", "ru", 5.0, 5.0, last_order_key="c:m1", last_order_at=2
+    ),
+    DialogState(Step.HANDOFF, "", "en", 1.0, 2.0, last_order_key="c:m1", last_order_at=1.5),
 ]  # fmt: skip
 
 
@@ -53,6 +83,31 @@ def test_version_1_end_steps_are_idle(old_step: str) -> None:
     assert load_state(v1) == DialogState(Step.IDLE, "", "ky", 1.0, 2.0)
 
 
+def test_version_2_is_read_with_the_new_fields_empty() -> None:
+    v2 = {
+        "schema": 2,
+        "step": "waiting_phone",
+        "dialog_id": "c:m1",
+        "locale": "en",
+        "started_at": 1.0,
+        "updated_at": 2.0,
+        "address": "Чуй 100",
+        "phone": "+996555123456",
+        "quantity": 3,
+        "editing": True,
+    }
+    assert load_state(v2) == DialogState(
+        Step.WAITING_PHONE, "c:m1", "en", 1.0, 2.0, "Чуй 100", "+996555123456", 3, True
+    )
+
+
+def test_every_field_is_stored() -> None:
+    """A field added to DialogState but forgotten in dump_state would be lost silently."""
+    names = set(DialogState.__dataclass_fields__)
+    for state in STATES:
+        assert names | {"schema"} == set(dump_state(state))
+
+
 def test_version_1_knew_no_handoff() -> None:
     dumped = dump_state(DialogState(Step.HANDOFF, "", "en", 1.0, 2.0))
     assert load_state({**dumped, "schema": 1}) is None
@@ -65,7 +120,7 @@ def _valid() -> dict[str, object]:
 @pytest.mark.parametrize(
     "change",
     [
-        {"schema": 3},
+        {"schema": 4},
         {"schema": 0},
         {"schema": "2"},
         {"schema": True},
@@ -94,6 +149,21 @@ def _valid() -> dict[str, object]:
         {"address": "x" * 201},
         {"editing": "no"},
         {"dialog_id": ""},  # a dialog in progress always has an id
+        {"pending": "Чуй 100"},
+        {"pending": {"field": "phone", "value": "+996555123456"}},  # never asked back
+        {"pending": {"field": "quantity", "value": "two"}},
+        {"pending": {"field": "address"}},
+        {"pending": {"field": "address", "value": "x" * 201}},
+        {"pending": {"field": "address", "value": "Чуй"}},  # asked back only at the address
+        {"address_part": 5},
+        {"address_part": "x" * 201},
+        {"asked_what_to_change": "yes"},
+        {"asked_what_to_change": 1},
+        {"locale_sure": 1},
+        {"last_order_key": 7},
+        {"last_order_at": "now"},
+        {"last_order_at": math.nan},
+        {"last_order_at": True},
     ],
 )
 def test_corrupt_fields_give_none(change: dict[str, object]) -> None:
@@ -132,6 +202,18 @@ FIELDS = st.fixed_dictionaries(
         "phone": st.sampled_from(["+996555123456"]) | JSON,
         "quantity": st.integers(-5, 60) | JSON,
         "editing": st.booleans() | JSON,
+        "pending": st.fixed_dictionaries(
+            {
+                "field": st.sampled_from(["address", "quantity", "phone"]),
+                "value": st.text(max_size=8),
+            }
+        )
+        | JSON,
+        "address_part": st.text(max_size=10) | JSON,
+        "asked_what_to_change": st.booleans() | JSON,
+        "locale_sure": st.booleans() | JSON,
+        "last_order_key": st.text(max_size=10) | JSON,
+        "last_order_at": st.floats() | JSON,
     },
 )
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from importlib import resources
+
 import pytest
 
 from botd.dialog import Reply, render, validate_messages
+from botd.dialog.step import _HELP
 from botd.dialog.texts import REPLY_PARAMS, SUPPORTED_LOCALES, load_messages
+from botd.dialog.understand import Topic
 
 Table = dict[str, dict[str, str]]
 
@@ -87,10 +92,16 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_render_uses_params_and_extra() -> None:
-    assert "№42" in render(Reply("order_created"), "ru", order_id="42")
-    assert "#42" in render(Reply("order_created"), "en", order_id="42")
+    created = Reply("order_created", (("minutes", "15"),))
+    assert "№42" in render(created, "ru", order_id="42")
+    assert "#42" in render(created, "en", order_id="42")
+    assert "15 minutes" in render(created, "en", order_id="42")
     reply = Reply("ask_quantity", (("min", "1"), ("max", "50")))
-    assert render(reply, "en") == "How many would you like? Please send a number from 1 to 50."
+    assert (
+        render(reply, "en")
+        == "How many bottles should we bring? Please send a number from 1 to 50."
+    )
+    assert render(reply, "ru").endswith("от 1 до 50.")
 
 
 def test_unknown_locale_falls_back_to_russian() -> None:
@@ -113,3 +124,27 @@ def test_customer_text_with_braces_is_not_interpreted() -> None:
 def test_missing_param_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         render(Reply("order_created"), "ru")
+
+
+def _keys_the_core_can_say() -> set[str]:
+    """Every literal ``Reply("key"`` in the dialog's decisions, the openings passed to
+    ``_new_dialog``/``_idle_turn``, the help texts and one answer per question topic."""
+    source = resources.files("botd.dialog").joinpath("step.py").read_text(encoding="utf-8")
+    literal = set(re.findall(r"Reply\(\s*\"([a-z_]+)\"", source))
+    assert literal, "no Reply(...) found: has step.py moved?"
+    openings = set(re.findall(r"_(?:new_dialog|idle_turn)\(.*?\"([a-z_]+)\"", source))
+    assert {"greeting", "dialog_expired", "restarted", "bot_resumed"} <= openings
+    assert 'Reply(f"answer_{reading.question}")' in source  # the only computed key
+    return literal | openings | set(_HELP.values()) | {f"answer_{t.value}" for t in Topic}
+
+
+def test_every_key_the_core_says_has_a_text() -> None:
+    missing = _keys_the_core_can_say() - REPLY_PARAMS.keys()
+    assert not missing, f"replies without a text: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_handoff_tells_the_word_that_brings_the_bot_back(locale: str) -> None:
+    text = render(Reply("handoff_started"), locale)
+    assert "/bot" not in text
+    assert re.search(r"[«“]\s*(бот|bot)\s*[»”]", text), text
