@@ -139,7 +139,7 @@ def _phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
 
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _TOKEN_RE = re.compile(
-    r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?(?:(?:st|nd|rd|th|[абвгabcd])(?![^\W\d_]))?"
+    r"(?i)ж\s*/\s*м|\d+(?:[.,]\d+)?(?:(?:st|nd|rd|th|[абвгabcd]|-(?:я|й|е|го|ая|ий|ый|ой))(?![^\W\d_]))?"
     r"|[^\W\d_]+(?:['-][^\W\d_]+)*"
 )
 
@@ -419,7 +419,7 @@ def _tokens(text: str) -> list[_Tok]:
     for m in _TOKEN_RE.finditer(text):
         raw = m.group(0)
         if raw[0].isdigit():
-            digits = re.sub(r"(?i)(st|nd|rd|th|[абвгabcd])$", "", raw)  # "17а", "3rd": 17, 3
+            digits = re.sub(r"(?i)(st|nd|rd|th|[абвгabcd]|-(?:я|й|е|го|ая|ий|ый|ой))$", "", raw)
             before = text[max(0, m.start() - 2) : m.start()]
             negative = before.endswith(("-", "−")) and not before[:-1].strip().isalnum()
             out.append(_Tok(m.start(), m.end(), raw, digits, digits, negative=negative))
@@ -570,6 +570,12 @@ def _ky_ending(rest: str) -> bool:
     return any(rest.startswith(e) and rest[len(e) :] in KY_ENDINGS for e in ("оо", "oo"))
 
 
+_COUNT_NOUNS = _fold_all(
+    {"количество", "количества", "кол-во", "колво", "quantity", "amount", "саны", "санын", "sany",
+     "sanyn", "kolichestvo"}
+)  # fmt: skip
+
+
 def strong_before_set(tok: _Tok | None) -> bool:
     return tok is None or tok.used
 
@@ -649,7 +655,9 @@ def _counts(clause: _Clause) -> list[_Count]:
                 if ones is not None and 0 < ones < 10:
                     value += ones
                     span.append(nxt)
-            elif tok.word in ("он", "on") and len([t for t in toks if not t.used]) == 1:
+            elif tok.word in ("он", "on") and all(
+                t is tok or t.used or t.word in _AROUND_A_COUNT for t in toks
+            ):
                 value = 10  # "он" alone, as the answer to "how many"
             elif tok.word in ("он", "on") and nxt is not None and nxt.number is None:
                 ones = _number_word(nxt.word)
@@ -713,6 +721,12 @@ def _counts(clause: _Clause) -> list[_Count]:
             and not (after is not None and _is_unit(after.word))
         ):
             unit_before = True
+        elif (
+            tok.number is not None
+            and any(t.word in _COUNT_NOUNS for t in toks[max(0, i - 3) : i])
+            and not any(t.number is not None for t in toks[max(0, i - 3) : i])
+        ):
+            unit_before = True  # "поменяйте количество на 6", "quantity should be 2"
         else:
             unit_before = False
         negated = (
@@ -904,9 +918,23 @@ _STRIP = (
     | _fold_all(
         {"эле", "ele", "дедим", "dedim", "кылайын", "kylaiyn", "kylayn", "деп", "dep", "атам"}
     )
+    | _fold_all({"nomerim", "nomerum", "nomer", "номерим", "tel"})
     # Kyrgyz case endings typed apart from a number: "5 ка", "12 ге"
     | _fold_all({"ка", "ке", "га", "ге", "ко", "го", "ga", "ge", "ka", "ke"})
 )
+
+
+# Words after which an address never goes on: the phone or count being given, a request,
+# thanks, a greeting, a time ("…кв 8 номер …", "… привезите до обеда", "…, спасибо").
+_AFTER_ADDRESS = (
+    FIELD_WORDS[Field.PHONE] | FIELD_WORDS[Field.QUANTITY] | REQUEST | THANKS | GREETINGS
+    | QUESTION_WORDS | _TOPIC_WORDS
+    | _fold_all({"nomerim", "nomerum", "tel", "тел", "сегодня", "завтра", "утром", "вечером",
+                 "обеда", "после", "today", "tomorrow", "morning", "evening", "бүгүн", "бугун",
+                 "эртең", "эртен", "если", "if", "срочно", "urgent"})
+) - MARKERS - LANDMARKS - PLACES - _fold_all(
+    {"the", "a", "an", "of", "to", "with", "and", "на", "в", "с", "по", "у", "за", "и", "к"}
+)  # fmt: skip
 
 
 def _trim(toks: list[_Tok]) -> list[_Tok]:
@@ -921,7 +949,7 @@ def _trim(toks: list[_Tok]) -> list[_Tok]:
     if anchors:
         for i in range(anchors[-1] + 1, len(kept)):
             word = kept[i].word
-            if word in _REASONS or (_talk(word) and word not in LANDMARKS):
+            if word in _REASONS or word in _AFTER_ADDRESS:
                 # "…квартира 33 а то закончилась", "…кв 8 номер … привезите до обеда": the
                 # address ends where the talk starts
                 return kept[:i]
@@ -1122,6 +1150,7 @@ def read(
         return Reading()
     asked = expecting is None or expecting is Field.ADDRESS
     text = unicodedata.normalize("NFKC", text)
+    text = re.sub(r"https?://\S+|www\.\S+", " ", text)  # a map link is no part of an address
     text = re.sub(r"[^\S\n]+", " ", text).strip()
     phones, phone_rejected, blocked = _find_phones(text, default_region, allowed_regions)
     toks = _tokens(text)
@@ -1142,7 +1171,8 @@ def read(
     swaps_old: list[_Count] = []
     swaps_new: list[_Count] = []
     subs: dict[int, str] = {}  # token id → the customer's own correction of it
-    places_asked: list[_Tok] = []  # towns named in a question ("Каракол шаарына жеткиресизби?")
+    places_asked: list[_Tok] = []
+    address_led: set[int] = set()  # clauses that begin with "адрес", "address", "дарек"
     by_clause: list[tuple[int, _Count]] = []  # every count with its clause, for swaps
     address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
     for index, clause in enumerate(clauses):
@@ -1268,6 +1298,8 @@ def read(
         rest_toks = _trim(_self_fixed(_drop_negated(_content_toks(clause))))
         if not rest_toks:
             continue
+        if any(t.word in _ADDRESS_WORDS for t in clause.toks[:3]):
+            address_led.add(index)  # "это фото дома, адрес 7 мкр 15-32": it starts here
         quality = _address_quality(rest_toks, text, asked=asked)
         detail = _is_detail_only(rest_toks, text)
         if clause.question and quality < AddressQuality.STRONG:
@@ -1304,6 +1336,9 @@ def read(
     best: list[tuple[int, list[_Tok], AddressQuality, bool]] | None = None
     best_key: tuple[int, int] = (-1, -1)
     for run in runs:
+        led = [n for n, part in enumerate(run) if part[0] in address_led and n > 0]
+        if led:
+            run = run[led[-1] :]
         while (
             len(run) > 1
             and run[0][2] is AddressQuality.NONE
