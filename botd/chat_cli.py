@@ -58,6 +58,19 @@ def _session_config(config: Config, session: str) -> Config:
     )
 
 
+async def _next_line(read_line: Callable[[], str], out: TextIO, *, echo: bool) -> str | None:
+    """Prompt and read one line; None at end of input or ``/quit``. With ``echo`` (input from
+    a file or pipe) the line is shown, so the output reads as a transcript."""
+    print("you> ", end="", file=out, flush=True)
+    line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
+    if not line or line.strip() == "/quit":
+        print(file=out)
+        return None
+    if echo:
+        print(line.rstrip("\n"), file=out)
+    return line
+
+
 async def chat_live(
     config: Config,
     *,
@@ -87,14 +100,7 @@ async def chat_live(
             )
             shown = 0
             async with httpx.AsyncClient(timeout=10) as http:
-                while True:
-                    print("you> ", end="", file=out, flush=True)
-                    line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
-                    if not line or line.strip() == "/quit":
-                        print(file=out)
-                        break
-                    if echo:  # input from a file or pipe: show it, so the output is a transcript
-                        print(line.rstrip("\n"), file=out)
+                while (line := await _next_line(read_line, out, echo=echo)) is not None:
                     handled_before = running.consumers.handled
                     body = {
                         "message_id": next(ids),
@@ -163,14 +169,7 @@ async def chat(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fire_timers)
-        while True:
-            print("you> ", end="", file=out, flush=True)
-            line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
-            if not line or line.strip() == "/quit":
-                print(file=out)
-                break
-            if echo:  # input from a file or pipe: show it, so the output is a transcript
-                print(line.rstrip("\n"), file=out)
+        while (line := await _next_line(read_line, out, echo=echo)) is not None:
             show(await bot.advance_to(clock()))
             show(await bot.post(inbox_body(next(ids), str(client_id), line.rstrip("\n"))))
         nursery.cancel_scope.cancel()
