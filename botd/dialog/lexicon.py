@@ -238,7 +238,9 @@ UNIT_PREFIXES = (
     "шт", "штук", "штуч", "бут", "бутыл", "балл", "балон", "бакл", "тар", "бачк", "баллон",
     "канистр", "емкост", "ёмкост", "pcs", "pc", "piece", "bottl", "botl", "jug", "unit",
     "даана", "дана", "бөтөлк", "ботолк", "botolk", "butyl", "sht", "баклашк", "dana", "daana",
-    "больш", "big", "large", "полн", "full", "bootyl", "botyl", "bottel", "butil", "бутл", "воды",
+    "больших", "большие", "big", "large", "полные", "полных", "full", "bootyl", "botyl", "bottel",
+    "butil",
+    "бутл", "воды",
     "воду", "water", "суу", "suu", "бутылк", "buttle", "butilk",
     "bakla",
     "баклах", "balon", "ballon",
@@ -318,7 +320,8 @@ TEENS = {
     "десять": 10, "десяти": 10, "одиннадцать": 11, "двенадцать": 12, "тринадцать": 13,
     "четырнадцать": 14, "пятнадцать": 15, "шестнадцать": 16, "семнадцать": 17,
     "восемнадцать": 18, "девятнадцать": 19, "desyat": 10, "dvenadtsat": 12,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "десяток": 10, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15,
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "dozen": 12,
 }  # fmt: skip
 

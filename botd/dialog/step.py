@@ -503,6 +503,11 @@ def _take_values(
             quantity=None if reading.quantity == new else reading.quantity,
             address=None, address_detail_only=False, address_quality=AddressQuality.NONE,
         )  # fmt: skip
+    elif swapped is Field.PHONE and reading.swap is not None and state.phone is not None:
+        old, new = reading.swap
+        state = dataclasses.replace(state, phone=state.phone[: -len(str(old))] + str(new))
+        took.add(Field.PHONE)
+        reading = dataclasses.replace(reading, quantity=None, quantity_conflict=False)
     elif swapped is Field.QUANTITY and reading.swap is not None:
         reading = dataclasses.replace(reading, quantity=reading.swap[1], quantity_conflict=False)
     if (
@@ -523,6 +528,10 @@ def _take_values(
             state, address=_merge_detail(state.address, f"{kind} {value}", correcting=True)
         )
         took.add(Field.ADDRESS)
+    # "one more", "на одну меньше": relative to the count given before.
+    if reading.quantity_delta is not None:
+        base = state.quantity or 0
+        reading = dataclasses.replace(reading, quantity=base + reading.quantity_delta)
     # Quantity.
     if reading.quantity is not None:
         if parse.MIN_QUANTITY <= reading.quantity <= parse.MAX_QUANTITY:
@@ -577,6 +586,13 @@ def _swap_target(state: DialogState, reading: Reading) -> Field | None:
     if reading.swap is None:
         return None
     old = reading.swap[0]
+    if (
+        Field.PHONE in reading.fields
+        and state.phone is not None
+        and state.phone.endswith(str(old))
+        and len(str(old)) == len(str(reading.swap[1]))
+    ):
+        return Field.PHONE  # "номер неправильно, в конце 68, а не 63"
     in_address = (
         state.address is not None and re.search(rf"(?<!\d){old}(?!\d)", state.address) is not None
     )
@@ -703,7 +719,7 @@ _KINDS = (
 _KIND_WORDS = "|".join(p for _, p in _KINDS)
 _KIND_FIRST = re.compile(r"(?i)(?<!\w)(" + _KIND_WORDS + r")(?!\w)\.?\s*(?:is\s+)?(\d+[\w/]*)")
 _NUMBER_FIRST = re.compile(
-    r"(?i)(?<![\w/])(\d+[\w/]*)(?:-?(?:й|я|е|ый|ий))?\s*(" + _KIND_WORDS + r")(?!\w)"
+    r"(?i)(?<![\w/])(\d+[\w/]*?)(?:-?(?:й|я|е|ый|ий))?[-\s]*(" + _KIND_WORDS + r")(?!\w)"
 )
 
 

@@ -74,6 +74,7 @@ class Reading:
     quantity_conflict: bool = False  # two different counts ("3 или 4")
     quantity_fraction: bool = False  # "2.5"
     swap: tuple[int, int] | None = None  # "не 12, а 21", "вместо 4 давайте 6": (old, new)
+    quantity_delta: int | None = None  # "ещё одну", "one more", "на одну меньше": +1, +1, -1
     word_swap: tuple[str, str] | None = None  # "не Ахунбаева, а Абдрахманова": (old, new)
     detail_fix: tuple[str, str] | None = None  # "wrong flat, it's 12": ("кв", "12")
     address: str | None = None
@@ -608,6 +609,7 @@ class _Count:
     negated: bool
     doubtful: bool = False
     toks: list[_Tok] = field(default_factory=list)
+    address_part: bool = False
 
 
 def _counts(clause: _Clause) -> list[_Count]:
@@ -656,7 +658,7 @@ def _counts(clause: _Clause) -> list[_Count]:
                     value += ones
                     span.append(nxt)
             elif tok.word in ("он", "on") and all(
-                t is tok or t.used or t.word in _AROUND_A_COUNT for t in toks
+                t is tok or t.used or t.word in _AROUND_A_COUNT or _is_unit(t.word) for t in toks
             ):
                 value = 10  # "он" alone, as the answer to "how many"
             elif tok.word in ("он", "on") and nxt is not None and nxt.number is None:
@@ -668,6 +670,13 @@ def _counts(clause: _Clause) -> list[_Count]:
             i += 1
             continue
         after = toks[i + len(span)] if i + len(span) < len(toks) else None
+        address_part = (
+            tok.number is not None
+            and after is not None
+            and after.word in MARKERS
+            and not _is_unit(after.word)
+            and _is_marker(after, "")
+        )  # "11 мкр", "3 этаж": part of an address, never a count to take
         # A bottle size: "19 л", "по 19", "19-литровые", "5 литровых".
         if tok.number is not None and (
             (after is not None and _is_litre(after.word, tok.number))
@@ -745,7 +754,16 @@ def _counts(clause: _Clause) -> list[_Count]:
                                    and _is_unit(after.word))  # fmt: skip
         if any(t.number is None and t.word not in ONES and _ky_inflected(t.word) for t in span):
             strong = True  # "бешти", "экини", "үчөө": Kyrgyz counts by their endings
-        counts.append(_Count(None if fraction else value, strong, negated, doubtful or False, span))
+        counts.append(
+            _Count(
+                None if fraction else value,
+                strong,
+                negated,
+                doubtful or False,
+                span,
+                address_part=address_part,
+            )
+        )
         i += len(span)
     return counts
 
@@ -878,6 +896,13 @@ _REASONS = _fold_all(
 )  # fmt: skip
 
 
+# Words between a number and the one that replaces it ("103 ой нет 105", "3, sorry, 4"); never
+# "не"/"not"/"эмес", which deny the number next to them ("30 not 3" is 30).
+_TAKE_BACK = (CORRECTION | NO | _APOLOGIES) - _fold_all(
+    {"не", "not", "эмес", "emes", "ne", "вместо", "instead", "тот", "другой", "другая"}
+)
+
+
 def _self_fixed(toks: list[_Tok]) -> list[_Tok]:
     """ "дом 103 ой нет 105 кв 8" → "дом 105 кв 8": a number corrected on the spot."""
     out = list(toks)
@@ -886,10 +911,7 @@ def _self_fixed(toks: list[_Tok]) -> list[_Tok]:
         if out[i].number is not None:
             j = i + 1
             while (
-                j < len(out)
-                and j - i <= 3
-                and out[j].number is None
-                and (out[j].word in CORRECTION or out[j].word in NO or out[j].word in _APOLOGIES)
+                j < len(out) and j - i <= 3 and out[j].number is None and out[j].word in _TAKE_BACK
             ):
                 j += 1
             if j > i + 1 and j < len(out) and out[j].number is not None:
@@ -1013,7 +1035,7 @@ _DETAIL_KIND = {
 }  # fmt: skip
 
 
-_EITHER = _fold_all({"или", "либо", "or", "же", "ili", "бирок"}) - {"бирок"}
+_EITHER = _fold_all({"или", "либо", "or", "ili"})
 
 
 def by_clause_counts(by_clause: list[tuple[int, _Count]]) -> list[_Count]:
@@ -1023,6 +1045,72 @@ def by_clause_counts(by_clause: list[tuple[int, _Count]]) -> list[_Count]:
 def swaps_new_value(swaps_new: list[_Count], chosen: list[_Count]) -> int | None:
     values = [c.value for c in swaps_new + chosen if c.value is not None]
     return values[-1] if values else None
+
+
+_MORE = _fold_all(
+    {
+        "ещё",
+        "еще",
+        "more",
+        "дагы",
+        "кошуп",
+        "кошуңуз",
+        "кошуп коюңуз",
+        "add",
+        "добавьте",
+        "добавить",
+        "добавь",
+        "больше",
+        "plus",
+        "extra",
+        "another",
+    }
+)
+_LESS = _fold_all({"меньше", "less", "fewer", "азыраак", "кемитип", "минус", "убавьте"})
+
+
+def _relative(clauses: list[_Clause], by_clause: list[tuple[int, _Count]]) -> int | None:
+    """ "one more bottle", "дагы бирөөнү кошуңуз", "на одну больше" → +1; "на 2 меньше" → -2.
+
+    The word must stand right next to the count (two words at most between): in "поменяйте на
+    12, нас больше стало" the 12 is the new count, not twelve more."""
+    for index, count in by_clause:
+        if count.negated or not count.value or count.value <= 0:
+            continue
+        own = clauses[index].toks  # only words of the count's own clause
+        first = own.index(count.toks[0])
+        last = own.index(count.toks[-1])
+        near = own[max(0, first - 2) : first] + own[last + 1 : last + 3]
+        words = {t.word for t in near if t.number is None}
+        if words & _MORE:
+            return count.value
+        if words & _LESS:
+            return -count.value
+    return None
+
+
+def _taken_back(toks: list[_Tok], clauses: list[_Clause]) -> tuple[int, int] | None:
+    """A number, words taking it back, another number in the next clause: (old, new)."""
+    clause_of = {id(t): n for n, c in enumerate(clauses) for t in c.toks}
+    free = [t for t in toks if not (t.used and t.number is None)]
+    for i, tok in enumerate(free):
+        old = tok.number
+        if old is None or not old.isdigit():
+            continue
+        j = i + 1
+        while (
+            j < len(free) and j - i <= 3 and free[j].number is None and free[j].word in _TAKE_BACK
+        ):
+            j += 1
+        new = free[j].number if i + 1 < j < len(free) else None
+        elsewhere = j < len(free) and clause_of.get(id(free[j])) != clause_of.get(id(tok))
+        if new is not None and new.isdigit() and elsewhere:
+            return int(old), int(new)
+    return None
+
+
+_WANT = _fold_all({"нужно", "нужна", "нужны", "надо", "хочу", "мне", "нам", "давайте", "need",
+                   "want", "керек", "мага", "бизге"})  # fmt: skip
 
 
 def _word_swap(toks: list[_Tok]) -> tuple[str, str] | None:
@@ -1039,6 +1127,16 @@ def _word_swap(toks: list[_Tok]) -> tuple[str, str] | None:
             named = any(t.word not in _NOT_ADDRESS_WORDS for t in old)
             if old and new and j < len(words) and named and all(t.number is None for t in old):
                 return " ".join(t.raw for t in old), " ".join(t.raw for t in new)
+            before = words[i - 1] if i > 0 else None
+            after_not = words[i + 1] if i + 1 < len(words) else None
+            if (
+                tok.word == "not"
+                and before is not None
+                and after_not is not None
+                and _is_name(before)
+                and _is_name(after_not)
+            ):
+                return after_not.raw, before.raw  # "it's Manas not Moskovskaya"
         if tok.word in _POST_NEGATORS and i > 0:
             old = [t for t in words[max(0, i - 2) : i] if t.word not in _NOT_ADDRESS_WORDS]
             new = [t for t in words[i + 1 : i + 4] if t.number is None
@@ -1177,6 +1275,10 @@ def read(
     address_parts: list[tuple[int, list[_Tok], AddressQuality, bool]] = []
     for index, clause in enumerate(clauses):
         clause.words = tuple(t.word for t in clause.toks if not t.used)
+        kept = {id(t) for t in _self_fixed([t for t in clause.toks if not t.used])}
+        for tok in clause.toks:
+            if not tok.used and id(tok) not in kept and tok.number is not None:
+                tok.used = True  # "3 ой нет 4": the number taken back is no value at all
         clause_counts = _counts(clause)
         words = tuple(t.word for t in clause.toks if not t.used)
         number_free = tuple(t.word for t in clause.toks if not t.used and t.number is None)
@@ -1253,6 +1355,9 @@ def read(
             if count.negated:
                 swaps_old.append(count)
                 continue
+            if count.address_part:
+                swaps_new.append(count)  # may still be the new value of a swap
+                continue
             rest = tuple(
                 t.word
                 for t in clause.toks
@@ -1264,9 +1369,15 @@ def read(
                 t for t in clause.toks if t.number is not None and t not in count.toks
                 and not t.used and id(t) not in negated_toks
             ]  # fmt: skip
+            asked_for = (
+                count.toks[0] in clause.toks
+                and clause.toks.index(count.toks[0]) > 0
+                and clause.toks[clause.toks.index(count.toks[0]) - 1].word in _WANT
+            )  # "нужно 5 на Гоголя 24 кв 2": the count asked for, whatever numbers follow
             if (
                 count.strong
                 or count.doubtful
+                or asked_for
                 or (
                     bare_ok
                     and not other_numbers
@@ -1435,6 +1546,11 @@ def read(
             address = _render(text, run_toks, toks, subs)
             swap = None
             quantity = None if quantity == swaps_new_value(swaps_new, chosen) else quantity
+    if swap is None:
+        swap = _taken_back(toks, clauses)  # "этаж 5 — неправильно, 7й"
+    delta = _relative(clauses, by_clause)  # "one more bottle", "на одну больше"
+    if delta is not None:
+        quantity, conflict, doubtful = None, False, None
     word_swap = _word_swap(toks)
     detail_fix: tuple[str, str] | None = None
     if address is None and (acc.correction or acc.no):
@@ -1463,6 +1579,7 @@ def read(
         quantity_conflict=conflict,
         quantity_fraction=fraction and quantity is None,
         swap=swap,
+        quantity_delta=delta,
         word_swap=word_swap,
         detail_fix=detail_fix,
         address=address if quality > AddressQuality.NONE or detail_only else None,
