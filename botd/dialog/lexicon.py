@@ -360,7 +360,7 @@ ADDRESS_MARKERS = frozenset(
         "частный", "частного", "сектор", "общежитие", "общага", "дача", "дачи", "ориентир",
         "ulitsa", "ul", "kv", "dom", "mkr", "prospekt", "kvartira", "mikrorayon", "prospekti",
         "kochosu", "koch", "uy", "batir", "kabat", "rayonu", "kichi", "aiyly", "ayily",
-        "shaary", "etaj", "etazh", "podezd", "pod",
+        "shaary", "etaj", "etazh", "podezd", "pod", "jm", "zhm", "kocho", "kochо", "kv.",
         # ky
         "көчөсү", "көчө", "көч", "кочосу", "коче", "коч", "үй", "уй", "үйү", "уйу", "батир",
         "батири", "кабат", "кабатта", "кире", "бериш", "кичи", "району", "айылы", "айылында",

@@ -705,7 +705,25 @@ def _combine_part(state: DialogState, text: str, quality: AddressQuality) -> Dia
 
 def _set_address(state: DialogState, address: str) -> DialogState:
     pending = None if _pending_address(state) else state.pending
+    address = _last_detail_wins(address)
     return dataclasses.replace(state, address=address, address_part=None, pending=pending)
+
+
+def _last_detail_wins(address: str) -> str:
+    """ "7 мкр, дом 20, кв 48, кв 84" (from "кв 48, точнее кв 84") → "7 мкр, дом 20, кв 84"."""
+    seen: dict[str, tuple[int, int]] = {}
+    for kind, _value, _span, written in _details(address):
+        if kind in seen and kind != "дом":
+            start = address.find(written)
+            first_start, first_end = seen[kind]
+            if start > first_start:
+                # drop the earlier detail of this kind, with the separator after it
+                tail = re.match(r"\s*,?\s*", address[first_end:])
+                cut_end = first_end + (tail.end() if tail else 0)
+                return _last_detail_wins(address[:first_start] + address[cut_end:])
+        start = address.find(written)
+        seen[kind] = (start, start + len(written))
+    return address
 
 
 _KINDS = (

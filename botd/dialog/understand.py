@@ -1403,9 +1403,16 @@ def read(
             leading
             and leading[0] in ("не", "ne", "not", "вместо", "vmesto", "instead")
             and len(leading) <= 4
-            and not any(t.number is not None for t in clause.toks if not t.used)
+            and (
+                not any(t.number is not None for t in clause.toks if not t.used)
+                or (
+                    index + 1 < len(clauses)
+                    and bool(clauses[index + 1].toks)
+                    and clauses[index + 1].toks[0].word in _CONTRAST
+                )
+            )
         ):
-            continue  # "Манас эмес", "не Токтогула": what it is not is no address
+            continue  # "не Токтогула", "нет не Чуй 136, а Чуй 163": what it is not
         rest_toks = _trim(_self_fixed(_drop_negated(_content_toks(clause))))
         if not rest_toks:
             continue
