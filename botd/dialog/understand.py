@@ -1418,6 +1418,10 @@ def read(
             continue
         if any(t.word in _ADDRESS_WORDS for t in clause.toks[:3]):
             address_led.add(index)  # "это фото дома, адрес 7 мкр 15-32": it starts here
+        elif any(t.word in _TAKE_BACK for t in clause.toks[:2]) and (
+            _address_quality(rest_toks, text, asked=asked) is AddressQuality.STRONG
+        ):
+            address_led.add(index)  # "Горького 1г, ой точнее Горького 1в": it starts again
         quality = _address_quality(rest_toks, text, asked=asked)
         detail = _is_detail_only(rest_toks, text)
         if clause.question and quality < AddressQuality.STRONG:
