@@ -26,6 +26,12 @@ import dataclasses
 import re
 
 from . import parse
+from .address_details import (
+    _last_detail_wins,
+    _merge_detail,
+    _replace_words,
+    _swap_number,
+)
 from .model import (
     DialogSettings,
     DialogState,
@@ -466,7 +472,30 @@ def _take_values(
     took: set[Field] = set()
     problems: list[Reply] = []
     expecting = _expecting(state)
-    # Phone: a shared contact, or numbers in the text.
+    state = _take_phone(state, turn, reading, settings, expecting, took, problems)
+    state, reading = _take_swap(state, reading, took)
+    state, reading = _take_word_fixes(state, reading, took)
+    state = _take_quantity(state, reading, expecting, took, problems)
+    # Address.
+    state, address_took, address_problem = _take_address(state, turn, reading, expecting)
+    if address_took:
+        took.add(Field.ADDRESS)
+    if address_problem is not None:
+        problems.append(address_problem)
+    state = _edit_named_field(state, reading, took, problems)
+    return state, problems, took
+
+
+def _take_phone(
+    state: DialogState,
+    turn: Turn,
+    reading: Reading,
+    settings: DialogSettings,
+    expecting: Field | None,
+    took: set[Field],
+    problems: list[Reply],
+) -> DialogState:
+    """Phone: a shared contact, or numbers in the text."""
     phones = reading.phones
     if turn.contact_phone and turn.contact_phone.strip():
         contact = parse.parse_phone(
@@ -486,17 +515,17 @@ def _take_values(
         problems.append(Reply("phone_region_not_allowed", (("countries", countries),)))
     elif reading.phone_rejected and expecting is Field.PHONE:
         problems.append(Reply("phone_invalid"))
-    # "не 12, а 21", "вместо 4 давайте 6", "экини эмес бешти": change what had the old number.
+    return state
+
+
+def _take_swap(
+    state: DialogState, reading: Reading, took: set[Field]
+) -> tuple[DialogState, Reading]:
+    """ "не 12, а 21", "вместо 4 давайте 6", "экини эмес бешти": change what had the old number."""
     swapped = _swap_target(state, reading)
     if swapped is Field.ADDRESS and reading.swap is not None and state.address is not None:
         old, new = reading.swap
-        address = re.sub(
-            rf"(?<!\d){old}(st|nd|rd|th)?(?!\d)",
-            lambda m: str(new) + (_ordinal_suffix(new) if m.group(1) else ""),
-            state.address,
-            count=1,
-        )
-        state = dataclasses.replace(state, address=address)
+        state = dataclasses.replace(state, address=_swap_number(state.address, old, new))
         took.add(Field.ADDRESS)
         reading = dataclasses.replace(
             reading,
@@ -510,6 +539,13 @@ def _take_values(
         reading = dataclasses.replace(reading, quantity=None, quantity_conflict=False)
     elif swapped is Field.QUANTITY and reading.swap is not None:
         reading = dataclasses.replace(reading, quantity=reading.swap[1], quantity_conflict=False)
+    return state, reading
+
+
+def _take_word_fixes(
+    state: DialogState, reading: Reading, took: set[Field]
+) -> tuple[DialogState, Reading]:
+    """A word of the address swapped ("не Ахунбаева, а Абдрахманова") or a detail fixed."""
     if (
         reading.word_swap is not None
         and state.address is not None
@@ -528,11 +564,21 @@ def _take_values(
             state, address=_merge_detail(state.address, f"{kind} {value}", correcting=True)
         )
         took.add(Field.ADDRESS)
+    return state, reading
+
+
+def _take_quantity(
+    state: DialogState,
+    reading: Reading,
+    expecting: Field | None,
+    took: set[Field],
+    problems: list[Reply],
+) -> DialogState:
+    """The count: a clear one, relative to the one before, doubtful (asked back) or a problem."""
     # "one more", "на одну меньше": relative to the count given before.
     if reading.quantity_delta is not None:
         base = state.quantity or 0
         reading = dataclasses.replace(reading, quantity=base + reading.quantity_delta)
-    # Quantity.
     if reading.quantity is not None:
         if parse.MIN_QUANTITY <= reading.quantity <= parse.MAX_QUANTITY:
             state = dataclasses.replace(state, quantity=reading.quantity)
@@ -555,13 +601,13 @@ def _take_values(
             took.add(Field.QUANTITY)
         else:
             problems.append(Reply("quantity_not_a_number"))
-    # Address.
-    state, address_took, address_problem = _take_address(state, turn, reading, expecting)
-    if address_took:
-        took.add(Field.ADDRESS)
-    if address_problem is not None:
-        problems.append(address_problem)
-    # A field named for a change, without its value: ask it again (from the summary too).
+    return state
+
+
+def _edit_named_field(
+    state: DialogState, reading: Reading, took: set[Field], problems: list[Reply]
+) -> DialogState:
+    """A field named for a change, without its value: ask it again (from the summary too)."""
     named = reading.fields - took
     wants_change = reading.correction or reading.no or reading.apology or state.asked_what_to_change
     if named and wants_change and len(named) == 1 and not took:
@@ -573,13 +619,7 @@ def _take_values(
             )  # fmt: skip
             took.add(field)  # the question itself is the answer to the turn
             problems.append(Reply("edit_field"))
-    return state, problems, took
-
-
-def _ordinal_suffix(n: int) -> str:
-    if 10 <= n % 100 <= 20:
-        return "th"
-    return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return state
 
 
 def _swap_target(state: DialogState, reading: Reading) -> Field | None:
@@ -611,23 +651,11 @@ def _swap_target(state: DialogState, reading: Reading) -> Field | None:
 def _take_address(
     state: DialogState, turn: Turn, reading: Reading, expecting: Field | None
 ) -> tuple[DialogState, bool, Reply | None]:
+    """The address of the message (or of a shared location): (state, taken, problem)."""
     text_address = reading.address
     quality = reading.address_quality
     if turn.location is not None:
-        located = parse.format_location(turn.location)
-        if located is None:
-            return state, False, Reply("text_expected")  # coordinates that cannot be
-        if text_address and quality >= AddressQuality.DOUBTFUL:
-            located = f"{text_address} ({located})"
-        if state.address is not None and expecting is not Field.ADDRESS and not state.editing:
-            # a location sent later does not silently replace the address typed before
-            pending = Pending(Field.ADDRESS, located)
-            return (
-                dataclasses.replace(state, pending=pending, step=Step.WAITING_ADDRESS),
-                True,
-                None,
-            )
-        return _set_address(state, located), True, None
+        return _take_location(state, turn, reading, expecting)
     if text_address is None:
         return state, False, None
     if len(text_address) > parse.MAX_ADDRESS_CHARS:
@@ -638,22 +666,7 @@ def _take_address(
         )
     asked = expecting is Field.ADDRESS or Field.ADDRESS in reading.fields
     if reading.address_detail_only:
-        base = (
-            state.pending.value if state.pending is not None and _pending_address(state) else None
-        )
-        base = base or state.address
-        if base is not None:
-            merged = _merge_detail(base, text_address, correcting=reading.correction or reading.no)
-            if _pending_address(state):
-                return (
-                    dataclasses.replace(state, pending=Pending(Field.ADDRESS, merged)),
-                    True,
-                    None,
-                )
-            return _set_address(state, merged), True, None
-        if state.address_part is not None:
-            return _combine_part(state, text_address, AddressQuality.STRONG), True, None
-        return state, False, None
+        return _take_detail(state, reading, text_address)
     if quality is AddressQuality.STRONG:
         replacing = state.address is not None and not (
             asked
@@ -692,6 +705,48 @@ def _take_address(
     )
 
 
+def _take_location(
+    state: DialogState, turn: Turn, reading: Reading, expecting: Field | None
+) -> tuple[DialogState, bool, Reply | None]:
+    """A shared location: its coordinates, with the text address written alongside."""
+    assert turn.location is not None
+    text_address = reading.address
+    located = parse.format_location(turn.location)
+    if located is None:
+        return state, False, Reply("text_expected")  # coordinates that cannot be
+    if text_address and reading.address_quality >= AddressQuality.DOUBTFUL:
+        located = f"{text_address} ({located})"
+    if state.address is not None and expecting is not Field.ADDRESS and not state.editing:
+        # a location sent later does not silently replace the address typed before
+        pending = Pending(Field.ADDRESS, located)
+        return (
+            dataclasses.replace(state, pending=pending, step=Step.WAITING_ADDRESS),
+            True,
+            None,
+        )
+    return _set_address(state, located), True, None
+
+
+def _take_detail(
+    state: DialogState, reading: Reading, detail: str
+) -> tuple[DialogState, bool, Reply | None]:
+    """ "кв 12", "подъезд 2": merged into the address (or the one waiting for a yes)."""
+    base = state.pending.value if state.pending is not None and _pending_address(state) else None
+    base = base or state.address
+    if base is not None:
+        merged = _merge_detail(base, detail, correcting=reading.correction or reading.no)
+        if _pending_address(state):
+            return (
+                dataclasses.replace(state, pending=Pending(Field.ADDRESS, merged)),
+                True,
+                None,
+            )
+        return _set_address(state, merged), True, None
+    if state.address_part is not None:
+        return _combine_part(state, detail, AddressQuality.STRONG), True, None
+    return state, False, None
+
+
 def _pending_address(state: DialogState) -> bool:
     return state.pending is not None and state.pending.field is Field.ADDRESS
 
@@ -707,100 +762,6 @@ def _set_address(state: DialogState, address: str) -> DialogState:
     pending = None if _pending_address(state) else state.pending
     address = _last_detail_wins(address)
     return dataclasses.replace(state, address=address, address_part=None, pending=pending)
-
-
-def _last_detail_wins(address: str) -> str:
-    """ "7 мкр, дом 20, кв 48, кв 84" (from "кв 48, точнее кв 84") → "7 мкр, дом 20, кв 84"."""
-    seen: dict[str, tuple[int, int]] = {}
-    for kind, _value, _span, written in _details(address):
-        if kind in seen and kind != "дом":
-            start = address.find(written)
-            first_start, first_end = seen[kind]
-            if start > first_start:
-                # drop the earlier detail of this kind, with the separator after it
-                tail = re.match(r"\s*,?\s*", address[first_end:])
-                cut_end = first_end + (tail.end() if tail else 0)
-                return _last_detail_wins(address[:first_start] + address[cut_end:])
-        start = address.find(written)
-        seen[kind] = (start, start + len(written))
-    return address
-
-
-_KINDS = (
-    ("кв", r"кв|квартира|квартиру|квартиры|батир|apt|apartment|flat|kv|kvartira"),
-    ("дом", r"дом|д|house|building|үй|уй|uy|dom"),
-    ("подъезд", r"под|подъезд|подьезд|entrance|кире бериш|podezd"),
-    ("этаж", r"эт|этаж|этаже|floor|кабат|kabat|etaj|etazh"),
-    ("код", r"код|домофон|code"),
-    ("офис", r"офис|оф|office|ofis"),
-)
-_KIND_WORDS = "|".join(p for _, p in _KINDS)
-_KIND_FIRST = re.compile(r"(?i)(?<!\w)(" + _KIND_WORDS + r")(?!\w)\.?\s*(?:is\s+)?(\d+[\w/]*)")
-_NUMBER_FIRST = re.compile(
-    r"(?i)(?<![\w/])(\d+[\w/]*?)(?:-?(?:й|я|е|ый|ий))?[-\s]*(" + _KIND_WORDS + r")(?!\w)"
-)
-
-
-def _kind(word: str) -> str:
-    word = word.casefold()
-    for name, pattern in _KINDS:
-        if re.fullmatch(pattern, word):
-            return name
-    return word
-
-
-def _details(text: str) -> list[tuple[str, str, tuple[int, int], str]]:
-    """(kind, value, span of the value, as written) of each "кв 5", "дом 12", "5 кв"."""
-    out = []
-    taken: list[tuple[int, int]] = []
-    for m in _KIND_FIRST.finditer(text):
-        out.append((_kind(m.group(1)), m.group(2), m.span(2), m.group(0)))
-        taken.append(m.span())
-    for m in _NUMBER_FIRST.finditer(text):
-        if any(a < m.end() and m.start() < b for a, b in taken):
-            continue  # "89 кв 12": the 12 belongs to кв, the 89 is the house
-        out.append((_kind(m.group(2)), m.group(1), m.span(1), m.group(0)))
-    return out
-
-
-def _merge_detail(address: str, detail: str, *, correcting: bool = False) -> str:
-    """ "Токтогула 10, кв. 5" + "кв 12" → "Токтогула 10, кв. 12"; a new kind of detail is
-    added; when correcting, "дом 15" replaces the house number written after the street."""
-    found = _details(detail)
-    if not found:
-        return f"{address}, {detail}"
-    if not any(k in {kind for kind, _, _, _ in _details(address)} for k, _, _, _ in found) and not (
-        correcting and any(k == "дом" for k, _, _, _ in found)
-    ):
-        return f"{address}, {detail}"  # only new details: as the customer wrote them
-    extra = []
-    for kind, value, _, written in found:
-        existing = [span for k, _, span, _ in _details(address) if k == kind]
-        if existing:
-            start, end = existing[-1]
-            address = address[:start] + value + address[end:]
-        elif kind == "дом" and correcting and re.search(r"\d", address):
-            number = re.search(r"\d+[\w/]*", address)
-            assert number is not None
-            address = address[: number.start()] + value + address[number.end() :]
-        else:
-            extra.append(written)
-    return ", ".join([address, *extra])
-
-
-def _replace_words(address: str, old: str, new: str) -> str | None:
-    """ "Ахунбаева 170" with ("Ахунбаева", "Абдрахманова") → "Абдрахманова 170"."""
-    position = address.casefold().find(old.casefold())
-    if position < 0:
-        stem = old.casefold()[: max(4, len(old) - 2)]
-        position = address.casefold().find(stem)
-        if position < 0:
-            return None
-        end = position + len(stem)
-        while end < len(address) and address[end].isalpha():
-            end += 1
-        return address[:position] + new + address[end:]
-    return address[:position] + new + address[position + len(old) :]
 
 
 def _accept_pending(state: DialogState) -> DialogState:

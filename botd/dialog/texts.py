@@ -16,7 +16,14 @@ from importlib import resources
 
 from .model import Reply
 
-__all__ = ["DEFAULT_LOCALE", "REPLY_PARAMS", "load_messages", "render", "validate_messages"]
+__all__ = [
+    "DEFAULT_LOCALE",
+    "REPLY_PARAMS",
+    "MessageTableError",
+    "load_messages",
+    "render",
+    "validate_messages",
+]
 
 DEFAULT_LOCALE = "ru"
 SUPPORTED_LOCALES = ("ru", "ky", "en")
@@ -119,8 +126,16 @@ def render(reply: Reply, locale: str, **extra: str) -> str:
     return messages[reply.key].format_map(values)
 
 
+class MessageTableError(ValueError):
+    """The message table cannot be used; ``problems`` names each locale, key and placeholder."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("message table is inconsistent: " + "; ".join(problems))
+        self.problems = problems
+
+
 def validate_messages(messages: Mapping[str, Mapping[str, str]] | None = None) -> None:
-    """Raise ``ValueError`` naming every missing/unknown key and placeholder mismatch.
+    """Raise :class:`MessageTableError` naming every missing/unknown key and placeholder mismatch.
 
     Checks ``messages`` (default: the shipped table) for every supported locale against
     :data:`REPLY_PARAMS`, so placeholders also agree between locales.
@@ -143,7 +158,7 @@ def validate_messages(messages: Mapping[str, Mapping[str, str]] | None = None) -
     for locale in sorted(table.keys() - set(SUPPORTED_LOCALES)):
         problems.append(f"locale {locale!r} is not supported")
     if problems:
-        raise ValueError("message table is inconsistent: " + "; ".join(problems))
+        raise MessageTableError(problems)
 
 
 def _placeholder_problem(template: str, expected: frozenset[str]) -> str | None:
