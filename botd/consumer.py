@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 
 import trio
 
 from botd import dialog, ports
-from botd.broker import Broker, Delivery, Subscription
+from botd.broker import Broker, Delivery, QueueWorker, Subscription
 from botd.errors import InvalidInput, PermanentError, TransientError
 from botd.faults import crash_point
 from botd.inbound import QueuedMessage, decode_queued
@@ -269,15 +270,24 @@ class ShardConsumers:
     """One consumer task per shard queue; each handles its messages one at a time, in order."""
 
     def __init__(self, broker: Broker, processor: Processor, *, prefetch: int) -> None:
-        self._broker = broker
         self._processor = processor
-        self._prefetch = prefetch
-        self._stopping = False
-        self._waiting: set[trio.CancelScope] = set()
         self._progress = trio.Event()
         self.subscribed: set[int] = set()
         self.handled = 0  # deliveries finished (acked or nacked)
         self._busy_since: dict[int, float] = {}
+        self._workers = {
+            shard: QueueWorker(
+                broker,
+                broker.topology.shard(shard),
+                partial(self._handle, shard),
+                prefetch=prefetch,
+                name=f"shard {shard}",
+                backoff_max_seconds=TRANSIENT_BACKOFF_MAX,
+                on_subscribed=partial(self._mark_subscribed, shard),
+                logger=log,
+            )
+            for shard in range(broker.topology.shards)
+        }
 
     def stuck_shards(self, seconds: float) -> tuple[int, ...]:
         """Shards whose current message has been in processing for more than ``seconds``."""
@@ -295,59 +305,19 @@ class ShardConsumers:
 
     def stop_taking(self) -> None:
         """Stop taking new messages; those being processed finish (see the daemon's deadline)."""
-        self._stopping = True
-        for scope in list(self._waiting):
-            scope.cancel()
+        for worker in self._workers.values():
+            worker.stop_taking()
 
     async def serve_shard(
         self, shard: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        queue = self._broker.topology.shard(shard)
-        started = False
-        backoff = 0.2
-        while not self._stopping:
-            with trio.CancelScope() as wait_scope:
-                self._waiting.add(wait_scope)
-                try:
-                    await self._broker.wait_connected()
-                finally:
-                    self._waiting.discard(wait_scope)
-            if self._stopping:
-                break
-            try:
-                async with self._broker.subscribe(queue, prefetch=self._prefetch) as sub:
-                    self.subscribed.add(shard)
-                    backoff = 0.2
-                    if not started:
-                        started = True
-                        task_status.started()
-                    try:
-                        await self._consume(shard, sub)
-                    finally:
-                        self.subscribed.discard(shard)
-            except TransientError as exc:
-                if self._stopping:
-                    break
-                log.warning("shard %d: %s; resubscribing in %.1fs", shard, exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
-        if not started:
-            task_status.started()
+        await self._workers[shard].serve(task_status=task_status)
 
-    async def _consume(self, shard: int, sub: Subscription) -> None:
-        while not self._stopping:
-            delivery: Delivery | None = None
-            with trio.CancelScope() as wait_scope:
-                self._waiting.add(wait_scope)
-                try:
-                    delivery = await sub.receive()
-                finally:
-                    self._waiting.discard(wait_scope)
-            if delivery is None:
-                if self._stopping:
-                    return
-                raise TransientError("consumer channel closed")
-            await self._handle(shard, sub, delivery)
+    def _mark_subscribed(self, shard: int, subscribed: bool) -> None:
+        if subscribed:
+            self.subscribed.add(shard)
+        else:
+            self.subscribed.discard(shard)
 
     async def _handle(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
         self._busy_since[shard] = time.monotonic()

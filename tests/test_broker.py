@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from botd.bridge import AsyncioBridge
-from botd.broker import Broker, Delivery, Subscription, open_broker
+from botd.broker import Broker, Delivery, Subscription, Topology, open_broker
 from botd.config import Config, RabbitmqConfig
 from botd.errors import TransientError
 
@@ -36,6 +36,26 @@ async def receive(sub: Subscription, seconds: float = 5) -> Delivery:
 
 def body(n: int) -> bytes:
     return json.dumps({"n": n}).encode()
+
+
+def test_topology_declares_every_queue_from_one_table() -> None:
+    """Pure: the names and arguments the connection declares, the DLQ first (and last in
+    ``queue_names``); each wait queue dead-letters back into the queue it waits for."""
+    t = Topology("p", 2, delivery_limit=5, wait_tiers=(1, 2), timer_delays=(60,))
+    declared = {d.name: d.arguments for d in t.declarations()}
+    assert t.declarations()[0].name == t.dlq and t.queue_names()[-1] == t.dlq
+    assert sorted(t.queue_names()) == sorted(declared) and len(declared) == 8
+    assert declared[t.dlq] == {"x-queue-type": "quorum"}
+    assert all(args["x-queue-type"] == "quorum" for args in declared.values())
+    for queue, target, seconds in (
+        (t.outbox_wait(2), t.outbox, 2),
+        (t.timer_wait(60), t.timers, 60),
+    ):
+        assert declared[queue]["x-dead-letter-routing-key"] == target
+        assert declared[queue]["x-message-ttl"] == seconds * 1000
+        assert "x-single-active-consumer" not in declared[queue]
+    assert declared[t.shard(1)]["x-delivery-limit"] == 5
+    assert declared[t.timers]["x-dead-letter-routing-key"] == t.dlq
 
 
 async def test_topology_is_declared_under_the_prefix(broker: Broker, config: Config) -> None:
