@@ -1,11 +1,17 @@
-"""The daemon's wiring: one process, one nursery (docs/design.md §2).
+"""The daemon: build the parts, then run them in one nursery (docs/design.md §2).
 
-Resources are opened in order — the asyncio loop thread, PostgreSQL (schema checked), Redis,
-RabbitMQ, the Chat2Desk client — and closed in reverse. Inside one nursery run the broker's
-connection keeper, one consumer per shard, the outbox retrier and the Hypercorn server; each is
-started with ``nursery.start`` and the daemon is ready only when all are.
+:func:`open_components` opens the resources in order — the asyncio loop thread, PostgreSQL
+(schema checked), Redis, RabbitMQ, the Chat2Desk client — closes them in reverse, and hands
+them to :func:`build`, which only constructs: the sender, outbox, timers, processor, workers,
+health monitor, metrics and the web app, as one frozen :class:`Components`.
 
-Shutdown (``stop`` set, e.g. by SIGTERM): the webhook answers 503, consumers stop taking
+:func:`serve` runs them: the broker's connection keeper, the workers (one consumer per shard,
+the outbox retrier, the timer router), the Hypercorn server, then one health check, ``READY=1``
+and the health monitor loop — each started with ``nursery.start``, so the daemon is ready only
+when all are. The health monitor is the one source for ``/ready``, the systemd STATUS line and
+the connection and queue-depth gauges.
+
+Shutdown (``stop`` set, e.g. by SIGTERM): the webhook answers 503, the workers stop taking
 messages, in-flight messages get ``daemon.shutdown_timeout_seconds`` to finish (the rest stay
 unacked and are redelivered), the server stops, connections close.
 """
@@ -16,18 +22,20 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 
 from botd import dialog, systemd
-from botd.bridge import open_bridge
+from botd.bridge import AsyncioBridge, open_bridge
 from botd.broker import Broker, layout, open_broker
-from botd.chat_api import Sender, open_chat_api
+from botd.chat_api import ChatApi, Sender, open_chat_api
 from botd.config import Config
 from botd.consumer import Processor, ShardConsumers
 from botd.errors import TransientError
@@ -45,23 +53,6 @@ log = logging.getLogger("botd.daemon")
 SWITCH_INTERVAL = "0.0005"
 
 
-@dataclass
-class Running:
-    """Handle to a started daemon (given to ``task_status.started``)."""
-
-    url: str
-    broker: Broker
-    store: StateStore
-    orders: OrderStore
-    consumers: ShardConsumers
-    outbox: Outbox
-    sender: Sender
-    metrics: Metrics
-    stop: Callable[[], None]
-    draining: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def settings_of(config: Config) -> dialog.DialogSettings:
     d = config.dialog
     return dialog.DialogSettings(
@@ -72,18 +63,6 @@ def settings_of(config: Config) -> dialog.DialogSettings:
         handoff_seconds=d.handoff_seconds,
         cancel_window_seconds=d.cancel_window_seconds,
     )
-
-
-async def _check_schema(orders: OrderStore) -> None:
-    delay = 0.5
-    while True:
-        try:
-            await orders.check_schema()
-            return
-        except TransientError as exc:
-            log.warning("postgres not reachable yet (%s); retrying in %.1fs", exc, delay)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -103,6 +82,295 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.h11_max_incomplete_size = config.webhook.max_header_bytes
     hc.read_timeout = int(config.webhook.read_timeout_seconds)
     return hc
+
+
+# ---- the parts -------------------------------------------------------------------------------
+
+
+class Workers:
+    """The shard consumers, the outbox retrier and the timer router, in a child nursery of their
+    own so that the drain can stop and cancel them apart from the rest."""
+
+    def __init__(
+        self,
+        consumers: ShardConsumers,
+        retrier: OutboxRetrier,
+        timer_router: TimerRouter,
+        *,
+        shards: int,
+    ) -> None:
+        self._consumers = consumers
+        self._retrier = retrier
+        self._timer_router = timer_router
+        self._shards = shards
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    for shard in range(self._shards):
+                        await nursery.start(self._consumers.serve_shard, shard)
+                    await nursery.start(self._retrier.serve)
+                    await nursery.start(self._timer_router.serve)
+                    task_status.started()
+        finally:
+            self._done.set()
+
+    async def drain(self, *, timeout_seconds: float) -> None:
+        """Stop taking deliveries, give those in flight ``timeout_seconds``, then cancel them."""
+        self._consumers.stop_taking()
+        self._retrier.stop_taking()
+        self._timer_router.stop_taking()
+        with trio.move_on_after(timeout_seconds):
+            await self._done.wait()
+        if not self._done.is_set():
+            log.warning("drain deadline passed; unfinished messages stay unacked for redelivery")
+        self._scope.cancel()
+
+    async def wait_stopped(self) -> None:
+        await self._done.wait()
+
+
+class WebServer:
+    """Hypercorn serving the web app until :meth:`stop`; started reports the bound URLs."""
+
+    def __init__(self, app: QuartTrio, config: hypercorn.config.Config) -> None:
+        self._app = app
+        self._config = config
+        self._stop = trio.Event()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await hypercorn.trio.serve(
+            self._app, self._config, shutdown_trigger=self._stop.wait, task_status=task_status
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The built daemon, not yet running; :func:`serve` starts the parts that have ``serve``."""
+
+    config: Config
+    broker: Broker
+    store: StateStore
+    orders: OrderStore
+    limiter: TokenBucket
+    sender: Sender
+    outbox: Outbox
+    timers: Timers
+    processor: Processor
+    consumers: ShardConsumers
+    workers: Workers
+    health: HealthMonitor
+    metrics: Metrics
+    server: WebServer
+
+    def statistics(self) -> dict[str, Any]:
+        """What the metrics read at scrape time (connections and depths: the last health check)."""
+        snap = self.health.snapshot
+        return {
+            "consumer": self.consumers.stats,
+            "sender": self.sender.statistics(),
+            "limiter": self.limiter.statistics(),
+            "outbox": self.outbox.statistics(),
+            "connections": snap.services,
+            "depths": {"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
+        }
+
+
+def _web_app(config: Config, broker: Broker, health: HealthMonitor, metrics: Metrics) -> QuartTrio:
+    """The web app: the webhook publishes to the shard queues, ``/ready`` asks the monitor."""
+
+    async def publish(shard: int, body: bytes) -> None:
+        await broker.publish(
+            broker.topology.shard(shard), body, timeout=config.webhook.publish_timeout_seconds
+        )
+
+    return create_app(
+        WebDeps(
+            config=config.webhook,
+            shards=config.rabbitmq.shards,
+            publish=publish,
+            readiness=health.readiness,
+            is_draining=lambda: health.draining,
+            metrics=metrics,
+        )
+    )
+
+
+def build(
+    config: Config,
+    *,
+    bridge: AsyncioBridge,
+    orders: OrderStore,
+    store: StateStore,
+    broker: Broker,
+    api: ChatApi,
+) -> Components:
+    """Construct every part from the opened resources; nothing runs and nothing does I/O."""
+    shards = config.rabbitmq.shards
+    limiter = TokenBucket(config.chat2desk.requests_per_minute, config.chat2desk.burst)
+    sender = Sender(api, limiter, config.chat2desk)
+    outbox = Outbox(
+        broker,
+        store,
+        max_attempts=config.outbox.max_attempts,
+        max_backoff_seconds=config.outbox.max_backoff_seconds,
+    )
+    reminder_after, expire_after = Timers.delays(
+        config.dialog.reminder_after_seconds, config.dialog.state_ttl_seconds
+    )
+    timers = Timers(broker, reminder_after=reminder_after, expire_after=expire_after)
+    processor = Processor(
+        store=store,
+        orders=orders,
+        sender=sender,
+        outbox=outbox,
+        settings=settings_of(config),
+        timers=timers,
+    )
+    consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
+    retrier = OutboxRetrier(broker, outbox, store, sender)
+    workers = Workers(consumers, retrier, TimerRouter(broker), shards=shards)
+    health = HealthMonitor(
+        bridge=bridge, broker=broker, store=store, orders=orders, consumers=consumers, shards=shards
+    )
+    metrics = Metrics()
+    app = _web_app(config, broker, health, metrics)
+    parts = Components(
+        config=config,
+        broker=broker,
+        store=store,
+        orders=orders,
+        limiter=limiter,
+        sender=sender,
+        outbox=outbox,
+        timers=timers,
+        processor=processor,
+        consumers=consumers,
+        workers=workers,
+        health=health,
+        metrics=metrics,
+        server=WebServer(app, _hypercorn_config(config)),
+    )
+    metrics.set_source(parts.statistics)
+    return parts
+
+
+async def _check_schema(orders: OrderStore) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await orders.check_schema()
+            return
+        except TransientError as exc:
+            log.warning("postgres not reachable yet (%s); retrying in %.1fs", exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+@asynccontextmanager
+async def open_components(config: Config) -> AsyncIterator[Components]:
+    """Open the resources in order (closed in reverse), check the schema, build the parts."""
+    async with (
+        open_bridge() as bridge,
+        open_order_store(bridge, config.postgres) as orders,
+        open_state_store(
+            bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds
+        ) as store,
+        open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
+        open_chat_api(config.chat2desk) as api,
+    ):
+        await _check_schema(orders)
+        yield build(config, bridge=bridge, orders=orders, store=store, broker=broker, api=api)
+
+
+# ---- running them --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Handle to a started daemon (given to ``task_status.started``)."""
+
+    url: str
+    broker: Broker
+    store: StateStore
+    orders: OrderStore
+    consumers: ShardConsumers
+    outbox: Outbox
+    sender: Sender
+    metrics: Metrics
+    health: HealthMonitor
+    stop: Callable[[], None]
+
+    @property
+    def draining(self) -> bool:
+        return self.health.draining
+
+
+async def _start(nursery: trio.Nursery, parts: Components) -> str:
+    """Start the parts in order; return the webhook URL once botd is ready (``READY=1`` sent)."""
+    await nursery.start(parts.broker.serve)
+    await nursery.start(parts.workers.serve)
+    binds: list[str] = await nursery.start(parts.server.serve)
+    url = binds[0]
+    log.info("botd ready on %s (%d shards)", url, parts.config.rabbitmq.shards)
+    status = parts.health.status_line(await parts.health.check())
+    systemd.notify(f"READY=1\nSTATUS={status}, webhook {url}")
+    await nursery.start(parts.health.serve)
+    return url
+
+
+async def _drain(parts: Components) -> None:
+    """Answer 503, let in-flight messages finish within the shutdown deadline, stop the server."""
+    timeout = parts.config.daemon.shutdown_timeout_seconds
+    log.info("stopping: draining in-flight messages (up to %ss)", timeout)
+    systemd.notify("STOPPING=1\nSTATUS=draining")
+    parts.health.draining = True
+    await parts.workers.drain(timeout_seconds=timeout)
+    parts.server.stop()
+    await parts.workers.wait_stopped()
+
+
+async def serve(
+    config: Config,
+    *,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run botd until ``stop`` is set; then drain and return."""
+    dialog.validate_messages()
+    warn_if_exposed(config)
+    stop = trio.Event() if stop is None else stop
+    async with open_components(config) as parts, trio.open_nursery() as nursery:
+        url = await _start(nursery, parts)
+        task_status.started(
+            Running(
+                url=url,
+                broker=parts.broker,
+                store=parts.store,
+                orders=parts.orders,
+                consumers=parts.consumers,
+                outbox=parts.outbox,
+                sender=parts.sender,
+                metrics=parts.metrics,
+                health=parts.health,
+                stop=stop.set,
+            )
+        )
+        await stop.wait()
+        await _drain(parts)
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+# ---- the process -----------------------------------------------------------------------------
 
 
 def tune_runtime() -> None:
@@ -127,171 +395,6 @@ def warn_if_exposed(config: Config) -> bool:
         w.host,
     )
     return True
-
-
-async def serve(
-    config: Config,
-    *,
-    stop: trio.Event | None = None,
-    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run botd until ``stop`` is set; then drain and return."""
-    dialog.validate_messages()
-    warn_if_exposed(config)
-    stop = trio.Event() if stop is None else stop
-    metrics = Metrics()
-    async with (
-        open_bridge() as bridge,
-        open_order_store(bridge, config.postgres) as orders,
-        open_state_store(
-            bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds
-        ) as store,
-        open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
-        open_chat_api(config.chat2desk) as api,
-    ):
-        await _check_schema(orders)
-        limiter = TokenBucket(config.chat2desk.requests_per_minute, config.chat2desk.burst)
-        sender = Sender(api, limiter, config.chat2desk)
-        outbox = Outbox(
-            broker,
-            store,
-            max_attempts=config.outbox.max_attempts,
-            max_backoff_seconds=config.outbox.max_backoff_seconds,
-        )
-        reminder_after, expire_after = Timers.delays(
-            config.dialog.reminder_after_seconds, config.dialog.state_ttl_seconds
-        )
-        timers = Timers(broker, reminder_after=reminder_after, expire_after=expire_after)
-        timer_router = TimerRouter(broker)
-        processor = Processor(
-            store=store,
-            orders=orders,
-            sender=sender,
-            outbox=outbox,
-            settings=settings_of(config),
-            timers=timers,
-        )
-        consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
-        retrier = OutboxRetrier(broker, outbox, store, sender)
-        shards = config.rabbitmq.shards
-        draining = False
-        server_stop = trio.Event()
-
-        async def readiness() -> dict[str, bool]:
-            return {
-                "rabbitmq": broker.connected,
-                "consumers": len(consumers.subscribed) == shards,
-                "redis": await store.ping(),
-                "postgres": await orders.ping(),
-            }
-
-        async def publish(shard: int, body: bytes) -> None:
-            await broker.publish(
-                broker.topology.shard(shard), body, timeout=config.webhook.publish_timeout_seconds
-            )
-
-        health_ref: dict[str, Any] = {}
-        metrics.set_source(
-            lambda: {
-                "consumer": consumers.stats,
-                "sender": sender.statistics(),
-                "limiter": limiter.statistics(),
-                "outbox": outbox.statistics(),
-                "connections": {"rabbitmq": broker.connected, **health_ref.get("services", {})},
-                "depths": health_ref.get("depths", {}),
-            }
-        )
-        app = create_app(
-            WebDeps(
-                config=config.webhook,
-                shards=shards,
-                publish=publish,
-                readiness=readiness,
-                is_draining=lambda: draining,
-                metrics=metrics,
-            )
-        )
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(broker.serve)
-            consumers_done = trio.Event()
-            consumer_scope = trio.CancelScope()
-
-            async def run_consumers(
-                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-            ) -> None:
-                try:
-                    with consumer_scope:
-                        async with trio.open_nursery() as cn:
-                            for i in range(shards):
-                                await cn.start(consumers.serve_shard, i)
-                            await cn.start(retrier.serve)
-                            await cn.start(timer_router.serve)
-                            task_status.started()
-                finally:
-                    consumers_done.set()
-
-            await nursery.start(run_consumers)
-            health = HealthMonitor(
-                bridge=bridge,
-                broker=broker,
-                store=store,
-                orders=orders,
-                consumers=consumers,
-                shards=shards,
-            )
-            binds = await nursery.start(
-                lambda task_status: hypercorn.trio.serve(
-                    app,
-                    _hypercorn_config(config),
-                    shutdown_trigger=server_stop.wait,
-                    task_status=task_status,
-                )
-            )
-            url = binds[0]
-            running = Running(
-                url=url,
-                broker=broker,
-                store=store,
-                orders=orders,
-                consumers=consumers,
-                outbox=outbox,
-                sender=sender,
-                metrics=metrics,
-                stop=stop.set,
-            )
-            log.info("botd ready on %s (%d shards)", url, shards)
-            health.on_check = lambda snap: health_ref.update(
-                services=dict(snap.services),
-                depths={"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
-            )
-            running.extra["health"] = health
-            status = health.status_line(await health.check())
-            systemd.notify(f"READY=1\nSTATUS={status}, webhook {url}")
-            await nursery.start(health.serve)
-            task_status.started(running)
-
-            await stop.wait()
-            log.info(
-                "stopping: draining in-flight messages (up to %ss)",
-                config.daemon.shutdown_timeout_seconds,
-            )
-            systemd.notify("STOPPING=1\nSTATUS=draining")
-            draining = running.draining = health.draining = True
-            consumers.stop_taking()
-            retrier.stop_taking()
-            timer_router.stop_taking()
-            with trio.move_on_after(config.daemon.shutdown_timeout_seconds):
-                await consumers_done.wait()
-            if not consumers_done.is_set():
-                log.warning(
-                    "drain deadline passed; unfinished messages stay unacked for redelivery"
-                )
-            consumer_scope.cancel()
-            server_stop.set()
-            await consumers_done.wait()
-            nursery.cancel_scope.cancel()
-    log.info("stopped")
 
 
 async def run(config: Config) -> None:

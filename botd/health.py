@@ -71,9 +71,8 @@ class HealthMonitor:
         self._grace = grace
         self._stuck_after = stuck_after
         self._clock = clock
-        self.snapshot = HealthSnapshot()
-        self.on_check: Callable[[HealthSnapshot], None] = lambda snap: None
-        self.draining = False
+        self.snapshot = HealthSnapshot()  # the last check: also the metrics' connection gauges
+        self.draining = False  # set by the daemon's drain: /ready and the webhook answer 503
 
     async def _loop_alive(self) -> bool:
         try:
@@ -83,15 +82,19 @@ class HealthMonitor:
         except (trio.TooSlowError, TransientError):
             return False
 
-    async def check(self) -> HealthSnapshot:
-        now = self._clock()
-        services = {
+    async def readiness(self) -> dict[str, bool]:
+        """What ``/ready`` reports: RabbitMQ connected, every shard subscribed, Redis and
+        PostgreSQL answering a ping (the first services of :meth:`check`)."""
+        return {
             "rabbitmq": self._broker.connected,
             "consumers": len(self._consumers.subscribed) == self._shards,
             "redis": await self._store.ping(),
             "postgres": await self._orders.ping(),
-            "asyncio_loop": await self._loop_alive(),
         }
+
+    async def check(self) -> HealthSnapshot:
+        now = self._clock()
+        services = {**await self.readiness(), "asyncio_loop": await self._loop_alive()}
         snap = HealthSnapshot(services=services, checked_at=now)
         snap.stuck_shards = self._consumers.stuck_shards(self._stuck_after)
         if self._broker.connected:
@@ -107,7 +110,6 @@ class HealthMonitor:
                 previous.unhealthy_since if previous.unhealthy_since is not None else now
             )
         self.snapshot = snap
-        self.on_check(snap)
         return snap
 
     def status_line(self, snap: HealthSnapshot) -> str:
