@@ -23,6 +23,9 @@ log = logging.getLogger("botd.cli")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
+# Commands that speak (or show the set-up of) the bot: they check the message table at start-up.
+USES_MESSAGES = frozenset({"run", "chat", "check-config"})
+
 
 def _default_config() -> str:
     return os.environ.get("BOTD_CONFIG", "config.toml")
@@ -147,6 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command in USES_MESSAGES:
+        from botd.dialog.texts import MessageTableError, validate_messages
+
+        try:
+            validate_messages()
+        except MessageTableError as exc:
+            print(
+                "botd: the message table (botd/dialog/messages.toml) is not usable:",
+                file=sys.stderr,
+            )
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return EXIT_USAGE
     logs.configure(config.log.level, config.log.format)
     try:
         return COMMANDS[args.command](config, args)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL, Redis and RabbitMQ answer on loopback; start the ones that do not.
-# Used by scripts/run and scripts/test. Safe to run again: running services are left alone.
+# Used (through scripts/_venv.sh) by scripts/run, scripts/test and scripts/chaos. Safe to run
+# again: running services are left alone.
 set -euo pipefail
 
 wait_for() {  # wait_for NAME COMMAND...

@@ -9,12 +9,14 @@ The Chat2Desk API is the in-process fake (a real HTTP server on loopback).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -122,33 +124,39 @@ def queue_prefix() -> str:
     return f"t{secrets.token_hex(5)}"
 
 
+@pytest.fixture
 def make_config(
-    *,
-    amqp_url: str,
+    amqp_vhost_url: str,
     queue_prefix: str,
     redis_prefix: str,
-    pg_dsn: str,
-    base_url: str,
-    **overrides: str,
-) -> Config:
-    env = {
-        "BOTD_WEBHOOK_PORT": "0",
-        "BOTD_RABBITMQ_URL": amqp_url,
-        "BOTD_RABBITMQ_QUEUE_PREFIX": queue_prefix,
-        "BOTD_RABBITMQ_SHARDS": "2",
-        "BOTD_REDIS_URL": REDIS_URL,
-        "BOTD_REDIS_KEY_PREFIX": redis_prefix,
-        "BOTD_POSTGRES_DSN": pg_dsn,
-        "BOTD_CHAT2DESK_BASE_URL": base_url,
-        "BOTD_CHAT2DESK_TOKEN": TOKEN,
-        "BOTD_CHAT2DESK_REQUESTS_PER_MINUTE": "60000",
-        "BOTD_CHAT2DESK_BURST": "1000",
-        "BOTD_CHAT2DESK_TIMEOUT_SECONDS": "2",
-        "BOTD_OUTBOX_MAX_BACKOFF_SECONDS": "2",
-        "BOTD_DAEMON_SHUTDOWN_TIMEOUT_SECONDS": "5",
-    }
-    env.update(overrides)
-    return load_config(None, env=env)
+    migrated_dsn: str,
+    fake: FakeChat2Desk,
+) -> Callable[..., Config]:
+    """Build this test's config (its own queues, keys and schema on the real services, the fake
+    Chat2Desk) with overrides as ``section_key="value"``, e.g. ``make_config(rabbitmq_shards="4")``.
+    """
+
+    def build(**overrides: str) -> Config:
+        env = {
+            "BOTD_WEBHOOK_PORT": "0",
+            "BOTD_RABBITMQ_URL": amqp_vhost_url,
+            "BOTD_RABBITMQ_QUEUE_PREFIX": queue_prefix,
+            "BOTD_RABBITMQ_SHARDS": "2",
+            "BOTD_REDIS_URL": REDIS_URL,
+            "BOTD_REDIS_KEY_PREFIX": redis_prefix,
+            "BOTD_POSTGRES_DSN": migrated_dsn,
+            "BOTD_CHAT2DESK_BASE_URL": fake.base_url,
+            "BOTD_CHAT2DESK_TOKEN": TOKEN,
+            "BOTD_CHAT2DESK_REQUESTS_PER_MINUTE": "60000",
+            "BOTD_CHAT2DESK_BURST": "1000",
+            "BOTD_CHAT2DESK_TIMEOUT_SECONDS": "2",
+            "BOTD_OUTBOX_MAX_BACKOFF_SECONDS": "2",
+            "BOTD_DAEMON_SHUTDOWN_TIMEOUT_SECONDS": "5",
+        }
+        env.update({f"BOTD_{key.upper()}": value for key, value in overrides.items()})
+        return load_config(None, env=env)
+
+    return build
 
 
 @pytest.fixture
@@ -158,20 +166,28 @@ async def fake() -> AsyncIterator[FakeChat2Desk]:
 
 
 @pytest.fixture
-def config(
-    amqp_vhost_url: str,
-    queue_prefix: str,
-    redis_prefix: str,
-    migrated_dsn: str,
-    fake: FakeChat2Desk,
-) -> Config:
-    return make_config(
-        amqp_url=amqp_vhost_url,
-        queue_prefix=queue_prefix,
-        redis_prefix=redis_prefix,
-        pg_dsn=migrated_dsn,
-        base_url=fake.base_url,
-    )
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """For running ``botd.cli.main`` in-process: no BOTD_* from the outer environment, the cwd a
+    fresh directory without config.toml (yielded), the root logger restored afterwards."""
+    for name in list(os.environ):
+        if name.startswith("BOTD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield tmp_path
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
 
 
 @pytest.fixture

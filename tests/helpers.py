@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 import psycopg
+
+from botd.config import Config
+from botd.testing.process import config_env
 
 _ids = itertools.count(10_000_000)
 
@@ -52,6 +57,31 @@ async def post_webhook(
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
     return await client.post(f"{url}/webhook/chat2desk", content=content, headers=headers, **kwargs)
+
+
+def subprocess_env(config: Config | None = None) -> dict[str, str]:
+    """The environment of a ``botd`` subprocess: this one without any BOTD_* variable, plus
+    exactly ``config`` when given (so the outer environment cannot leak into a test)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
+    if config is not None:
+        env.update(config_env(config))
+    return env
+
+
+def max_in_any_window(times: Iterable[float], window: float) -> int:
+    """The largest number of ``times`` in any half-open window [t, t + window).
+
+    Such a maximum is always reached by a window starting at one of the times, so checking the
+    window at every time checks every window.
+    """
+    ordered = sorted(times)
+    best = j = 0
+    for i, start in enumerate(ordered):
+        j = max(j, i)
+        while j < len(ordered) and ordered[j] < start + window:
+            j += 1
+        best = max(best, j - i)
+    return best
 
 
 def orders(dsn: str) -> list[dict[str, Any]]:

@@ -30,8 +30,7 @@ from botd.script import (
     parse_script,
     run_script,
 )
-from botd.testing.process import config_env
-from tests.helpers import HAPPY_PATH, orders
+from tests.helpers import HAPPY_PATH, orders, subprocess_env
 
 CLIENT = 930_000_017
 ADDRESS = HAPPY_PATH[1]
@@ -85,8 +84,7 @@ async def test_live_chat_in_process_full_dialog(config: Config) -> None:
 
 
 async def test_live_chat_subprocess_reads_stdin(config: Config) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
-    env.update(config_env(config))
+    env = subprocess_env(config)
     stdin = "".join(f"{t}\n" for t in (*HAPPY_PATH, "/quit", "never read"))
     with trio.fail_after(60):
         done = await trio.run_process(
@@ -139,10 +137,6 @@ def botd_exe() -> str:
     return str(Path(sys.executable).parent / "botd")
 
 
-def no_botd_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
-
-
 async def test_chat_in_memory_full_dialog() -> None:
     out = io.StringIO()
     code = await chat(NO_SERVICES, read_line=lines_of(HAPPY_PATH), out=out, client_id=CLIENT)
@@ -165,7 +159,7 @@ async def test_chat_in_memory_full_dialog() -> None:
 
 async def test_chat_in_memory_subprocess_needs_no_service(tmp_path: Path) -> None:
     stdin = "".join(f"{t}\n" for t in (*HAPPY_PATH, "/quit", "never read"))
-    env = no_botd_env()
+    env = subprocess_env()
     # Every service points at a closed port: nothing may be contacted.
     env.update(
         BOTD_RABBITMQ_URL="amqp://guest:guest@127.0.0.1:9/%2F",
@@ -220,7 +214,7 @@ async def test_script_as_a_subprocess_prints_what_the_in_process_run_prints(
             [botd_exe(), "--config", os.devnull, "chat", "--script", str(path)],
             capture_stdout=True,
             capture_stderr=True,
-            env=no_botd_env(),
+            env=subprocess_env(),
             check=False,
         )
     assert done.returncode == 0, done.stderr.decode()
@@ -388,7 +382,7 @@ async def test_a_bad_script_line_exits_2_naming_it(tmp_path: Path) -> None:
             [botd_exe(), "--config", os.devnull, "chat", "--script", str(path)],
             capture_stdout=True,
             capture_stderr=True,
-            env=no_botd_env(),
+            env=subprocess_env(),
             check=False,
         )
     assert done.returncode == 2

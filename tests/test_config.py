@@ -4,15 +4,13 @@ masking, CLI."""
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from botd import cli, daemon
 from botd.config import Config, describe, field_docs, load_config
+from botd.dialog import texts
 from botd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -377,25 +375,6 @@ def test_redis_unix_socket_url_is_accepted() -> None:
 # ---- CLI -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No BOTD_* from the outer environment, cwd without config.toml, logging restored after."""
-    for name in list(os.environ):
-        if name.startswith("BOTD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield tmp_path
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in handlers:
-            root.addHandler(h)
-        root.setLevel(level)
-
-
 def test_cli_check_config_prints_masked_config(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -456,3 +435,31 @@ def test_cli_config_that_is_a_directory_exits_2(
 ) -> None:
     (cli_env / "dir.toml").mkdir()
     assert cli.main(["check-config", "--config", str(cli_env / "dir.toml")]) == 2
+
+
+@pytest.mark.parametrize("command", [["run"], ["check-config"], ["chat", "--script", "-"]])
+def test_cli_bad_message_table_exits_2_naming_the_key(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """A message table the dialog cannot use stops every command that speaks, before it starts."""
+    broken = {locale: dict(table) for locale, table in texts.load_messages().items()}
+    del broken["ky"]["ask_phone"]
+    broken["en"]["ask_address"] = "Your address, {name}?"
+    monkeypatch.setattr(texts, "load_messages", lambda: broken)
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert "message table" in err and "Traceback" not in err, err
+    assert "[ky] key 'ask_phone' is missing" in err, err
+    assert "[en] ask_address" in err, err
+
+
+def test_message_table_error_is_a_value_error_with_the_problems() -> None:
+    table = {locale: dict(t) for locale, t in texts.load_messages().items()}
+    del table["ru"]["greeting"]
+    with pytest.raises(texts.MessageTableError) as caught:
+        texts.validate_messages(table)
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.problems == ["[ru] key 'greeting' is missing"]

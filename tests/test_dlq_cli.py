@@ -26,8 +26,7 @@ from botd.dialog import Reply, render
 from botd.inbound import QueuedMessage, shard_of
 from botd.outbox import KIND_HEADER, OutboxBatch
 from botd.testing.fake_chat2desk import FakeChat2Desk
-from botd.testing.process import config_env
-from tests.helpers import inbox_payload, post_webhook
+from tests.helpers import inbox_payload, post_webhook, subprocess_env
 
 GREETING = "Привет"
 REJECTED_400, REJECTED_401, POISON_CLIENT, EXPIRED_CLIENT = 6101, 6102, 6103, 6104
@@ -43,8 +42,7 @@ class Result:
 
 async def botd_dlq(config: Config, *args: str, stdin: bytes = b"") -> Result:
     """Run ``botd dlq ARGS`` as a subprocess (stdin is a pipe, i.e. not a terminal)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
-    env.update(config_env(config))
+    env = subprocess_env(config)
     with trio.fail_after(60):
         result = await trio.run_process(
             [sys.executable, "-m", "botd", "--config", os.devnull, "dlq", *args],
@@ -305,8 +303,7 @@ async def test_purge_without_yes_refuses_on_a_non_terminal(
 
 async def purge_on_a_terminal(config: Config, answer: bytes) -> Result:
     """``botd dlq purge`` with a pseudo-terminal as stdin, answering the question."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
-    env.update(config_env(config))
+    env = subprocess_env(config)
     controller, terminal = pty.openpty()
     try:
         process = await trio.lowlevel.open_process(

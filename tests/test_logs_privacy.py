@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,25 +117,6 @@ async def test_a_whole_dialog_logs_no_phone_and_no_address(
 
 
 # ---- secrets in the CLI's output -----------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No BOTD_* from the outer environment, cwd without config.toml, logging restored after."""
-    for name in list(os.environ):
-        if name.startswith("BOTD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield tmp_path
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in handlers:
-            root.addHandler(h)
-        root.setLevel(level)
 
 
 SECRETS = {

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,26 +232,8 @@ def test_apply_migrations_refuses_an_unknown_target(pg_dsn: str, target: int) ->
     assert "orders" not in _columns(pg_dsn)
 
 
-@pytest.fixture
-def clean_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("BOTD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in handlers:
-            root.addHandler(h)
-        root.setLevel(level)
-
-
 def test_cli_migrate_uses_the_environment_dsn(
-    clean_cli: None,
+    cli_env: Path,
     pg_dsn: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -273,7 +252,7 @@ def test_cli_migrate_uses_the_environment_dsn(
 
 
 def test_cli_migrate_upgrades_an_older_schema(
-    clean_cli: None,
+    cli_env: Path,
     pg_dsn: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -288,7 +267,7 @@ def test_cli_migrate_upgrades_an_older_schema(
 
 
 def test_cli_migrate_without_database_exits_1(
-    clean_cli: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("BOTD_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:1/botd")
     assert cli.main(["migrate"]) == 1

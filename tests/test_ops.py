@@ -193,6 +193,7 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(
     config: Config, no_systemd: None
 ) -> None:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        launched = trio.current_time()  # no ping can be older than the process
         proc = await start_botd(nursery, config, extra_env={"WATCHDOG_USEC": "2000000"})
         # READY=1 arrives only when everything is up: /ready already says so.
         ready_answer = await client.get(f"{proc.url}/ready")
@@ -213,7 +214,12 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(
                     arrivals += [trio.current_time()] * (seen - len(arrivals))
                 await trio.sleep(0.01)
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-        assert 0.7 < statistics.median(gaps) < 1.4, gaps
+        # In units of the interval systemd asks for (half of WATCHDOG_USEC): botd sleeps a whole
+        # interval after each ping, so however slow the machine, n pings take (n - 1) intervals
+        # since launch; and a typical gap must stay under WATCHDOG_USEC, when systemd kills.
+        interval = 2_000_000 / 1e6 / 2
+        assert arrivals[-1] - launched >= (len(arrivals) - 1) * interval, (launched, arrivals)
+        assert statistics.median(gaps) < 2 * interval, gaps
         assert arrivals[-1] - start < 5.0
         pings = [fields(m) for m in proc.notifications if "WATCHDOG=1" in m]
         assert all(p["STATUS"] == "ready: 2 shards, outbox 0, dlq 0" for p in pings), pings
@@ -433,7 +439,8 @@ async def test_second_signal_during_long_drain_exits_at_once_and_nothing_is_lost
         code = await proc.wait_exit(timeout=10)
         took = trio.current_time() - started
         assert code != 0
-        assert took < 3.0, took  # not the 5 s reply, not the 30 s drain deadline
+        # before a hanging reply could come back (nor the 30 s drain deadline)
+        assert took < fake.statistics().delay_seconds, took
         assert any("second signal (SIGINT): exiting now" in line for line in proc.lines)
         # Nothing was acked: a new process gets every message again and answers every customer.
         fake.set_delay(0)
@@ -494,7 +501,7 @@ async def test_metrics_after_a_full_dialog(running2: daemon.Running, fake: FakeC
         await say(client, running, inbox_payload(rejected, "Здравствуйте"))
         bad = await post_webhook(client, running.url, b"[1, 2]")
         assert bad.status_code == 400
-        await running.extra["health"].check()  # fresh queue depths (the monitor runs every 5 s)
+        await running.health.check()  # fresh queue depths (the monitor runs every 5 s)
         text, samples = await scrape(client, running.url)
 
     names = {family.name for family in text_string_to_metric_families(text)}

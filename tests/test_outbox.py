@@ -30,9 +30,8 @@ from botd.daemon import Running, settings_of
 from botd.inbound import shard_of
 from botd.outbox import DeadReply, backoff_for, wait_tiers
 from botd.testing.fake_chat2desk import FakeChat2Desk
-from botd.testing.process import BotdProcess, config_env, start_botd
-from tests.conftest import make_config
-from tests.helpers import inbox_payload, post_webhook
+from botd.testing.process import BotdProcess, start_botd
+from tests.helpers import inbox_payload, post_webhook, subprocess_env
 
 GREETING = "Привет"
 ADDRESS = "ул. Токтогула 125, кв. 4"
@@ -40,29 +39,14 @@ PHONE = "0555 123 456"
 
 
 @pytest.fixture
-def config(
-    request: pytest.FixtureRequest,
-    amqp_vhost_url: str,
-    queue_prefix: str,
-    redis_prefix: str,
-    migrated_dsn: str,
-    fake: FakeChat2Desk,
-) -> Config:
+def config(request: pytest.FixtureRequest, make_config: Callable[..., Config]) -> Config:
     """The conftest config with one inline attempt; a test adds overrides by indirect param."""
-    overrides = {"BOTD_CHAT2DESK_ATTEMPTS": "1", **getattr(request, "param", {})}
-    return make_config(
-        amqp_url=amqp_vhost_url,
-        queue_prefix=queue_prefix,
-        redis_prefix=redis_prefix,
-        pg_dsn=migrated_dsn,
-        base_url=fake.base_url,
-        **overrides,
-    )
+    return make_config(**{"chat2desk_attempts": "1", **getattr(request, "param", {})})
 
 
-def with_env(**overrides: str) -> pytest.MarkDecorator:
-    """Parametrize this module's ``config`` fixture with BOTD_ overrides."""
-    label = ",".join(f"{k.removeprefix('BOTD_').lower()}={v}" for k, v in overrides.items())
+def with_overrides(**overrides: str) -> pytest.MarkDecorator:
+    """Parametrize this module's ``config`` fixture with ``make_config`` overrides."""
+    label = ",".join(f"{k}={v}" for k, v in overrides.items())
     return pytest.mark.parametrize("config", [overrides], indirect=True, ids=[label])
 
 
@@ -138,8 +122,8 @@ def statuses(fake: FakeChat2Desk, client: int) -> list[int | None]:
 @pytest.mark.parametrize(
     ("config", "fault"),
     [
-        ({"BOTD_CHAT2DESK_ATTEMPTS": "3"}, "5xx"),
-        ({"BOTD_CHAT2DESK_ATTEMPTS": "3", "BOTD_CHAT2DESK_TIMEOUT_SECONDS": "0.5"}, "timeout"),
+        ({"chat2desk_attempts": "3"}, "5xx"),
+        ({"chat2desk_attempts": "3", "chat2desk_timeout_seconds": "0.5"}, "timeout"),
     ],
     indirect=["config"],
     ids=["5xx", "timeout"],
@@ -210,17 +194,12 @@ async def test_outage_backs_off_in_tiers_then_delivers(
     assert running.outbox.statistics().parked == 1
 
 
-def cli_env(config: Config) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
-    return {**env, **config_env(config)}
-
-
 async def botd_cli(config: Config, *args: str) -> tuple[int, str, str]:
     """Run ``python -m botd --config /dev/null ARGS`` with ``config`` in its environment."""
     with trio.fail_after(60):
         result = await trio.run_process(
             [sys.executable, "-m", "botd", "--config", os.devnull, *args],
-            env=cli_env(config),
+            env=subprocess_env(config),
             stdin=None,
             capture_stdout=True,
             capture_stderr=True,
@@ -229,7 +208,7 @@ async def botd_cli(config: Config, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
-@with_env(BOTD_OUTBOX_MAX_ATTEMPTS="3")
+@with_overrides(outbox_max_attempts="3")
 async def test_max_attempts_dead_letter_then_replay(
     running: Running, fake: FakeChat2Desk, config: Config
 ) -> None:
@@ -268,7 +247,7 @@ async def test_max_attempts_dead_letter_then_replay(
     assert 'botd_sends_total{result="failed_transient"} 1.0' in metrics
 
 
-@with_env(BOTD_CHAT2DESK_ATTEMPTS="3")
+@with_overrides(chat2desk_attempts="3")
 async def test_permanent_errors_go_to_the_dlq_without_retries(
     running: Running, fake: FakeChat2Desk
 ) -> None:
@@ -312,7 +291,7 @@ async def test_permanent_error_in_the_outbox_dead_letters_that_reply_only(
 # ---- rate limit --------------------------------------------------------------------------------
 
 
-@with_env(BOTD_CHAT2DESK_ATTEMPTS="3")
+@with_overrides(chat2desk_attempts="3")
 async def test_rate_limit_pauses_every_sender(
     running: Running, fake: FakeChat2Desk, config: Config
 ) -> None:

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from botd.ratelimit import WINDOW_SECONDS, TokenBucket
+from tests.helpers import max_in_any_window
 
 
 @contextmanager
@@ -52,28 +53,11 @@ async def admit_all(bucket: TokenBucket, n: int) -> list[float]:
     return times
 
 
-def max_in_any_window(times: list[float], window: float = WINDOW_SECONDS) -> int:
-    """The largest number of admissions in any half-open window [t, t + window).
-
-    Such a maximum is always reached by a window starting at an admission, so checking the
-    window at every admission time checks every window.
-    """
-    ordered = sorted(times)
-    best = 0
-    j = 0
-    for i, start in enumerate(ordered):
-        j = max(j, i)
-        while j < len(ordered) and ordered[j] < start + window:
-            j += 1
-        best = max(best, j - i)
-    return best
-
-
 def test_window_helper_counts_half_open_windows() -> None:
-    assert max_in_any_window([0.0, 59.9, 60.0, 120.0]) == 2
-    assert max_in_any_window([0.0, 59.9, 60.0, 119.0]) == 3
-    assert max_in_any_window([0.0, 0.0, 0.0, 60.0]) == 3
-    assert max_in_any_window([]) == 0
+    assert max_in_any_window([0.0, 59.9, 60.0, 120.0], WINDOW_SECONDS) == 2
+    assert max_in_any_window([0.0, 59.9, 60.0, 119.0], WINDOW_SECONDS) == 3
+    assert max_in_any_window([0.0, 0.0, 0.0, 60.0], WINDOW_SECONDS) == 3
+    assert max_in_any_window([], WINDOW_SECONDS) == 0
 
 
 # Rates below are per-minute values whose per-second rate is a power of two, so the bucket's
@@ -89,7 +73,7 @@ async def test_no_window_exceeds_the_limit_and_the_backlog_runs_at_the_limit(
     bucket = TokenBucket(per_minute, burst)
     times = [t - start for t in await admit_all(bucket, per_minute * minutes)]
 
-    assert max_in_any_window(times) <= per_minute
+    assert max_in_any_window(times, WINDOW_SECONDS) <= per_minute
     # the backlog never empties, so after the first minute the bucket runs at the limit
     steady_minutes = minutes - 2
     steady = [t for t in times if 60 <= t < 60 + 60 * steady_minutes]
@@ -112,7 +96,7 @@ async def test_burst_is_capped_by_the_limit(autojump_clock: trio.testing.MockClo
     times = [t - start for t in await admit_all(bucket, 6)]
     assert times[:3] == [0.0] * 3
     assert all(t >= 60 - 1e-9 for t in times[3:])
-    assert max_in_any_window(times) <= 3
+    assert max_in_any_window(times, WINDOW_SECONDS) <= 3
 
 
 async def test_saved_tokens_never_exceed_the_burst(autojump_clock: trio.testing.MockClock) -> None:
@@ -160,7 +144,7 @@ async def test_pause_during_a_backlog(autojump_clock: trio.testing.MockClock) ->
     assert during == []
     assert len(before) == 4 + 40  # the burst, then 4/s for 10 s
     assert after[:5] == [40.0] * 4 + [40.25]  # a full bucket after the pause, then the pace
-    assert max_in_any_window(times) <= 240
+    assert max_in_any_window(times, WINDOW_SECONDS) <= 240
     assert bucket.statistics().pauses == 1
 
 
@@ -237,4 +221,4 @@ async def test_default_rate_makes_progress_under_the_mock_clock(
     bucket = TokenBucket(300, 5)
     with livelock_guard(real_seconds=2.0):
         times = [t - start for t in await admit_all(bucket, 400)]
-    assert max_in_any_window(times) <= 300
+    assert max_in_any_window(times, WINDOW_SECONDS) <= 300

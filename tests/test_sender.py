@@ -36,6 +36,7 @@ from botd.config import Chat2DeskConfig
 from botd.errors import PermanentError, TransientError
 from botd.ratelimit import TokenBucket
 from botd.testing.fake_chat2desk import FakeChat2Desk, RecordedRequest
+from tests.helpers import max_in_any_window
 
 TOKEN = "test-token"
 CLIENT = "4242"
@@ -384,17 +385,6 @@ async def test_fake_rate_limit_pauses_every_sender(
     assert sum(s.statistics().rate_limited for s in senders) == 1
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    ordered = sorted(times)
-    best = j = 0
-    for i, start in enumerate(ordered):
-        j = max(j, i)
-        while j < len(ordered) and ordered[j] < start + window:
-            j += 1
-        best = max(best, j - i)
-    return best
-
-
 async def drive_backlog(
     fake: FakeChat2Desk, config: Chat2DeskConfig, n: int
 ) -> list[RecordedRequest]:
@@ -428,7 +418,7 @@ async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk) -> None:
     rate = rpm / 60
     # the bucket's shape at the fake: any interval of length w holds at most burst + rate·w
     for w in (0.5, 1.0, 2.0, 5.0):
-        assert max_in_window(times, w) <= burst + math.ceil(rate * w) + 1, w
+        assert max_in_any_window(times, w) <= burst + math.ceil(rate * w) + 1, w
     # under a backlog, after the burst, the rate is the configured one
     steady = sorted(times)[burst:]
     utilisation = (len(steady) - 1) / (steady[-1] - steady[0]) / rate
@@ -455,7 +445,7 @@ async def test_limiter_window_cap_end_to_end(
     requests = await drive_backlog(fake, config, n)
     times = sorted(r.monotonic for r in requests)
     assert fake.limit_violations == 0 and all(r.delivered for r in requests)
-    assert max_in_window(times, window) == limit  # the cap is reached, never passed
+    assert max_in_any_window(times, window) == limit  # the cap is reached, never passed
     # utilisation: the sends in the run's whole windows over what those windows allow
     whole = math.floor((times[-1] - times[0]) / window)
     in_whole = sum(1 for t in times if t < times[0] + whole * window)

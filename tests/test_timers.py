@@ -3,29 +3,29 @@ never twice, and still there after ``kill -9``."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import httpx
+import pytest
 import trio
 
 from botd.config import Config
 from botd.dialog import Reply, render
 from botd.testing.fake_chat2desk import FakeChat2Desk
 from botd.testing.process import start_botd
-from tests.conftest import delete_queues, make_config
+from tests.conftest import delete_queues
 from tests.helpers import inbox_payload, post_webhook
 
 CLIENT = 4242001
 REMINDER = render(Reply("reminder"), "ru")
 
 
-async def _reminder_config(config: Config, seconds: int = 2) -> Config:
+@pytest.fixture
+def reminder_config(make_config: Callable[..., Config]) -> Config:
+    """Reminders after 2 s (the dialog closes after an hour); DEBUG logs name each outcome."""
     return make_config(
-        amqp_url=config.rabbitmq.url,
-        queue_prefix=config.rabbitmq.queue_prefix,
-        redis_prefix=config.redis.key_prefix,
-        pg_dsn=config.postgres.dsn,
-        base_url=config.chat2desk.base_url,
-        BOTD_DIALOG_REMINDER_AFTER_SECONDS=str(seconds),
-        BOTD_DIALOG_STATE_TTL_SECONDS="3600",
+        dialog_reminder_after_seconds="2", dialog_state_ttl_seconds="3600", log_level="DEBUG"
     )
 
 
@@ -37,9 +37,9 @@ async def _wait_texts(fake: FakeChat2Desk, client: int, n: int, timeout: float =
 
 
 async def test_silent_customer_gets_one_reminder_after_a_kill_9(
-    config: Config, fake: FakeChat2Desk
+    reminder_config: Config, fake: FakeChat2Desk
 ) -> None:
-    cfg = await _reminder_config(config)
+    cfg = reminder_config
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         first = await start_botd(nursery, cfg)
         response = await post_webhook(http, first.url, inbox_payload(CLIENT, "Здравствуйте"))
@@ -66,20 +66,33 @@ async def test_silent_customer_gets_one_reminder_after_a_kill_9(
     await delete_queues(cfg)
 
 
+def _timer_handled(*, other_than: str = "") -> str:
+    """The consumer's DEBUG line for a reminder timer of CLIENT: groups (timer id, outcome)."""
+    skip = rf"(?!{re.escape(other_than)}\b)" if other_than else ""
+    return rf"message {skip}(reminder-{CLIENT}-\d+) client {CLIENT}: (\w+)"
+
+
 async def test_a_reply_in_the_meantime_makes_the_reminder_stale(
-    config: Config, fake: FakeChat2Desk
+    reminder_config: Config, fake: FakeChat2Desk
 ) -> None:
-    cfg = await _reminder_config(config, seconds=2)
+    cfg = reminder_config
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         proc = await start_botd(nursery, cfg)
         await post_webhook(http, proc.url, inbox_payload(CLIENT, "Здравствуйте"))
         await _wait_texts(fake, CLIENT, 2)
         await post_webhook(http, proc.url, inbox_payload(CLIENT, "ул. Токтогула 125"))
         await _wait_texts(fake, CLIENT, 3)
-        # The first timer (set at the greeting) fires against an older version: stale, silent.
-        # The second (set at the address) fires: exactly one reminder in total.
-        texts = await _wait_texts(fake, CLIENT, 5)
-        assert texts[3] == REMINDER and texts[4] == texts[2]
+        # Two timers are due: the first (set at the greeting) is for an older version and must be
+        # handled as stale, silently; the second (set at the address) sends the one reminder.
+        # Wait until the consumer has handled both (its outcome lines, logged after the ack).
+        first = await proc.wait_for_line(_timer_handled(), timeout=20)
+        second = await proc.wait_for_line(_timer_handled(other_than=first[1]), timeout=20)
+        assert (first[2], second[2]) == ("stale_timer", "processed"), (first[0], second[0])
+        timers = [m[1] for m in map(re.compile(_timer_handled()).search, proc.lines) if m]
+        assert timers == [first[1], second[1]], timers  # each handled once
+        texts = fake.texts_for(CLIENT)
+        assert texts[3] == REMINDER and texts[4] == texts[2], texts
+        assert texts.count(REMINDER) == 1, texts
         proc.signal(15)
         assert await proc.wait_exit() == 0
     assert len(fake.texts_for(CLIENT)) == 5

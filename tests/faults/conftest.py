@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from botd.config import Config
 from botd.testing.fake_chat2desk import FakeChat2Desk
-from tests.conftest import make_config
 from tests.faults.support import Replies, ensure_services
 
 
@@ -18,29 +16,6 @@ def _services_left_running() -> Iterator[None]:
     ensure_services()
     yield
     ensure_services()
-
-
-@pytest.fixture
-def make_cfg(
-    amqp_vhost_url: str,
-    queue_prefix: str,
-    redis_prefix: str,
-    migrated_dsn: str,
-    fake: FakeChat2Desk,
-) -> Callable[..., Config]:
-    """Build the test's config with overrides (``section_key="value"``, e.g. rabbitmq_shards)."""
-
-    def build(**overrides: str) -> Config:
-        return make_config(
-            amqp_url=amqp_vhost_url,
-            queue_prefix=queue_prefix,
-            redis_prefix=redis_prefix,
-            pg_dsn=migrated_dsn,
-            base_url=fake.base_url,
-            **{f"BOTD_{k.upper()}": v for k, v in overrides.items()},
-        )
-
-    return build
 
 
 @pytest.fixture

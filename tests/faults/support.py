@@ -245,13 +245,16 @@ class DialogModel:
         self._client = str(client_id)
         self.state: dialog.DialogState | None = None
         self.orders: list[dialog.OrderDraft] = []
+        self.timers = 0  # turns that schedule a dialog timer (each step run once schedules one)
 
     def turn(self, text: str, message_id: int | str = 0) -> tuple[str, ...]:
         """Replies of the next turn; ``{order_id}`` stands for the order's number."""
         now = time.time()
         turn = dialog.Turn(message_id=str(message_id), client_id=self._client, text=text, at=now)
-        transition = dialog.step(self.state, turn, now, self._settings)
+        transition = dialog.handle(self.state, turn, now, self._settings)
+        assert transition is not None  # None only for a timer event
         self.state = transition.state
+        self.timers += transition.timer is not None
         extra: dict[str, str] = {}
         if transition.order is not None:
             self.orders.append(transition.order)

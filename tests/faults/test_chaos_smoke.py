@@ -17,8 +17,8 @@ IGNORE_CUT_POSTS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableEx
 
 
 @IGNORE_CUT_POSTS
-async def test_chaos_smoke(make_cfg: Callable[..., Config], replies: Replies) -> None:
-    config = make_cfg(rabbitmq_shards="4", rabbitmq_reconnect_max_seconds="2")
+async def test_chaos_smoke(make_config: Callable[..., Config], replies: Replies) -> None:
+    config = make_config(rabbitmq_shards="4", rabbitmq_reconnect_max_seconds="2")
     report = await run_chaos(config, replies, seconds=40, customers=10, seed=7)
     print("\n" + "\n".join(report.lines()))
     assert report.kills + sum(report.restarts.values()) >= 3
@@ -35,9 +35,9 @@ async def test_chaos_smoke(make_cfg: Callable[..., Config], replies: Replies) ->
 @IGNORE_CUT_POSTS
 @pytest.mark.slow
 async def test_chaos_long_with_rabbitmq_restarts(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg(rabbitmq_shards="4", rabbitmq_reconnect_max_seconds="2")
+    config = make_config(rabbitmq_shards="4", rabbitmq_reconnect_max_seconds="2")
     report = await run_chaos(config, replies, seconds=120, customers=16, seed=11)
     print("\n" + "\n".join(report.lines()))
     assert report.kills >= 1 and sum(report.restarts.values()) >= 1

@@ -44,9 +44,9 @@ CASES = [
 
 @pytest.mark.parametrize(("point", "turn"), CASES)
 async def test_crash_at_point_then_restart_keeps_exactly_one_order(
-    point: str, turn: int, make_cfg: Callable[..., Config], replies: Replies
+    point: str, turn: int, make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg()
+    config = make_config()
     cid = 810_000 + CASES.index((point, turn))
     texts = dialog_texts(1, cid)
     model = DialogModel(config, cid)

@@ -30,9 +30,9 @@ PLAN = [(2, False), (10, False), (10, True), (10, True), (10, True)]
 
 
 async def test_duplicate_webhooks_change_state_once_and_order_once(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg(log_level="DEBUG")
+    config = make_config(log_level="DEBUG")
     cid = 850_001
     model = DialogModel(config, cid)
     expected: list[str] = []

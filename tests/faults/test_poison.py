@@ -53,9 +53,9 @@ def same_shard_customer(cid: int, shards: int, *, start: int) -> int:
 
 
 async def test_malformed_message_is_dead_lettered_and_the_shard_moves_on(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg()
+    config = make_config()
     cid = same_shard_customer(0, config.rabbitmq.shards, start=870_001)
     shard = shard_of(str(cid), config.rabbitmq.shards)
     async with botds(config) as group, httpx.AsyncClient() as http:
@@ -74,9 +74,9 @@ async def test_malformed_message_is_dead_lettered_and_the_shard_moves_on(
 
 
 async def test_permanent_db_error_is_retried_a_bounded_number_of_times_then_dead_lettered(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg()
+    config = make_config()
     limit = config.rabbitmq.delivery_limit
     with psycopg.connect(config.postgres.dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE orders ADD CONSTRAINT test_small_orders CHECK (quantity < 10)")

@@ -48,9 +48,9 @@ async def _wait_total_replies(replies: Replies, n: int, timeout: float = 30) -> 
 
 @pytest.mark.parametrize("service", ["rabbitmq", "postgres"])
 async def test_service_restart_under_traffic_loses_and_doubles_nothing(
-    service: str, make_cfg: Callable[..., Config], replies: Replies, fake: FakeChat2Desk
+    service: str, make_config: Callable[..., Config], replies: Replies, fake: FakeChat2Desk
 ) -> None:
-    config = make_cfg(
+    config = make_config(
         rabbitmq_reconnect_max_seconds="2", rabbitmq_shards="4", chat2desk_timeout_seconds="5"
     )
     customers = list(range(830_001, 830_009))
@@ -115,9 +115,9 @@ async def test_service_restart_under_traffic_loses_and_doubles_nothing(
 
 
 async def test_redis_restart_loses_dialogs_in_progress_never_orders(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg(rabbitmq_shards="4")
+    config = make_config(rabbitmq_shards="4")
     done = list(range(840_001, 840_005))  # complete their dialog before the restart
     midway = list(range(840_101, 840_105))  # at the confirmation question when Redis restarts
     during = list(range(840_201, 840_205))  # write while Redis is down

@@ -20,9 +20,9 @@ MAX_TAKEOVER_SECONDS = 5.0
 
 
 async def test_kill9_active_standby_takes_over_every_shard(
-    make_cfg: Callable[..., Config], replies: Replies
+    make_config: Callable[..., Config], replies: Replies
 ) -> None:
-    config = make_cfg(rabbitmq_shards=str(SHARDS), log_level="DEBUG")
+    config = make_config(rabbitmq_shards=str(SHARDS), log_level="DEBUG")
     customers = list(range(860_001, 860_011))
     # one probe customer per shard, posted right after the kill
     probes: dict[int, int] = {}
