@@ -1,4 +1,4 @@
-"""The ``botd`` command line (DESIGN §8).
+"""The ``botd`` command line (docs/design.md §8).
 
 ``botd run | migrate | check-config | dlq … | chat [--live | --script FILE]``, each taking
 ``--config PATH`` (default ``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad
@@ -111,6 +111,14 @@ def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
 
 def _cmd_run(config: Config, args: argparse.Namespace) -> int:
     from botd import daemon
+
+    if not config.chat2desk.token.strip():
+        raise ConfigError(
+            [
+                "chat2desk.token is empty: every reply would be refused by Chat2Desk; set "
+                "BOTD_CHAT2DESK_TOKEN=<your API token> (botd chat needs none)"
+            ]
+        )
 
     trio.run(daemon.run, config)
     return EXIT_OK

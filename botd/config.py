@@ -138,6 +138,12 @@ class WebhookConfig:
         "A client that sends nothing for this long is disconnected (slow-loris guard).",
         check=_range(1, 600),
     )
+    response_timeout_seconds: float = _f(
+        60.0,
+        "Longest time one webhook request may take in total (it answers 503 on a slow broker "
+        "after publish_timeout_seconds, well before this).",
+        check=_range(1, 600),
+    )
     max_header_bytes: int = _f(
         16384,
         "Largest request head (request line + headers) accepted.",
@@ -197,6 +203,11 @@ class RabbitmqConfig:
     )
     reconnect_max_seconds: float = _f(
         10.0, "Longest wait between reconnection attempts.", check=_range(0.1, 300)
+    )
+    publish_timeout_seconds: float = _f(
+        10.0,
+        "How long botd's own publishes (outbox, dialog timers) wait for the broker's confirm.",
+        check=_range(0.1, 300),
     )
 
 

@@ -1,4 +1,4 @@
-"""Processing one customer message, and the shard consumers that feed it (DESIGN §2, §3).
+"""Processing one customer message, and the shard consumers that feed it (docs/design.md §2-3).
 
 For each delivery, :meth:`Processor.process`:
 1. loads the dialog state and the dedupe marker of the message in one Redis round trip;
@@ -33,7 +33,7 @@ from botd import dialog, ports
 from botd.broker import Broker, Delivery, QueueWorker, Subscription
 from botd.errors import InvalidInput, PermanentError, TransientError
 from botd.faults import crash_point
-from botd.inbound import QueuedMessage, decode_queued
+from botd.inbound import MessageKind, QueuedMessage, decode_queued
 from botd.logs import mask
 from botd.ports import CancelOutcome, CancelResult, CommitResult
 
@@ -79,7 +79,7 @@ class Executed:
     cancel: CancelResult | None = None  # what ``transition.cancel`` found
 
 
-TIMER_KINDS = frozenset(kind.value for kind in dialog.TimerKind)
+TIMER_KINDS = frozenset({MessageKind.REMINDER, MessageKind.EXPIRE})
 
 
 def to_turn(msg: QueuedMessage) -> dialog.Turn:
@@ -96,7 +96,7 @@ def to_turn(msg: QueuedMessage) -> dialog.Turn:
 
 def to_event(msg: QueuedMessage) -> dialog.Event:
     """The dialog event of a queued message: an operator's message, a timer or a customer turn."""
-    if msg.kind == "operator":
+    if msg.kind is MessageKind.OPERATOR:
         return dialog.OperatorMessage(
             message_id=msg.message_id, client_id=msg.client_id, text=msg.text, at=msg.received_at
         )

@@ -31,7 +31,7 @@ from botd.broker import Broker, Browsed, Browser, layout, open_broker
 from botd.config import Config
 from botd.errors import InvalidInput
 from botd.inbound import decode_queued, shard_of
-from botd.outbox import KIND_HEADER, PUBLISH_TIMEOUT, DeadReply, OutboxBatch
+from botd.outbox import KIND_HEADER, DeadReply, OutboxBatch
 
 BROWSE_LIMIT = 10_000
 
@@ -140,7 +140,7 @@ async def _replay(broker: Broker, browser: Browser, entry: Entry, config: Config
         await broker.publish(
             topology.outbox,
             msgspec.json.encode(batch),
-            timeout=PUBLISH_TIMEOUT,
+            timeout=broker.publish_timeout,
             headers={KIND_HEADER: "outbox"},
         )
     elif entry.kind == "outbox":
@@ -149,13 +149,13 @@ async def _replay(broker: Broker, browser: Browser, entry: Entry, config: Config
         await broker.publish(
             topology.outbox,
             msgspec.json.encode(batch),
-            timeout=PUBLISH_TIMEOUT,
+            timeout=broker.publish_timeout,
             headers={KIND_HEADER: "outbox"},
         )
     else:
         msg = decode_queued(raw)
         shard = shard_of(msg.client_id, config.rabbitmq.shards)
-        await broker.publish(topology.shard(shard), raw, timeout=PUBLISH_TIMEOUT)
+        await broker.publish(topology.shard(shard), raw, timeout=broker.publish_timeout)
     await browser.ack(entry.message)
 
 

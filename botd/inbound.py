@@ -12,6 +12,7 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -23,6 +24,15 @@ QUEUED_VERSION = 1
 MEDIA_FIELDS = ("photo", "audio", "video", "pdf", "sticker", "document")
 _MAX_ID = 2**63 - 1
 _WS = re.compile(r"\s+")
+
+
+class MessageKind(StrEnum):
+    """What a queued message is (stored as its string value, so old queued messages still read)."""
+
+    CUSTOMER = "customer"  # a customer's message from the webhook
+    OPERATOR = "operator"  # a message sent to the customer from Chat2Desk (a human or our echo)
+    REMINDER = "reminder"  # durable dialog timers (botd.timers), valid only at state ``version``
+    EXPIRE = "expire"
 
 
 class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,9 +48,7 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     contact_phone: str | None = None
     transport: str | None = None
     channel_id: int | None = None
-    # "customer"; "operator": a message sent to the customer from Chat2Desk; "reminder" and
-    # "expire": durable dialog timers (botd.timers), valid only at state ``version``.
-    kind: str = "customer"
+    kind: MessageKind = MessageKind.CUSTOMER
     version: int = 0
 
 
@@ -183,7 +191,7 @@ def parse_webhook(body: bytes, *, received_at: float) -> QueuedMessage | Ignored
             client_id=_id(payload, "client_id"),
             text=normalise_text(raw) if (raw := _opt_str(payload, "text")) else None,
             received_at=received_at,
-            kind="operator",
+            kind=MessageKind.OPERATOR,
         )
     if hook_type is not None and hook_type != "inbox":
         return Ignored(f"hook_type={hook_type[:40]!r} is not a customer message", "hook_type")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from botd.dialog import OrderDraft, TimerKind
-from botd.inbound import QueuedMessage
+from botd.inbound import MessageKind, QueuedMessage
 from botd.ports import CancelOutcome, CancelResult, CommitResult, Loaded, Marker
 
 __all__ = [
@@ -343,7 +343,7 @@ class MemoryTimers:
             client_id=client_id,
             text=None,
             received_at=due,  # when it reaches the customer's shard queue
-            kind=str(kind),
+            kind=MessageKind(str(kind)),
             version=version,
         )
         self._pending.append((due, next(self._order), event))

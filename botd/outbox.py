@@ -31,7 +31,6 @@ __all__ = ["DeadReply", "Outbox", "OutboxBatch", "OutboxRetrier", "backoff_for",
 
 OUTBOX_MAX_AGE_SECONDS = 7 * 24 * 3600
 KIND_HEADER = "x-botd-kind"
-PUBLISH_TIMEOUT = 10.0
 
 
 class OutboxBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,7 +110,7 @@ class Outbox:
         except BaseException:
             # Not parked: take the entry back, or every later reply to this customer would
             # queue behind a batch that is in no queue (the caller retries and parks anew).
-            with trio.CancelScope(shield=True), trio.move_on_after(PUBLISH_TIMEOUT):
+            with trio.CancelScope(shield=True), trio.move_on_after(self._broker.publish_timeout):
                 try:
                     await self._store.outbox_done(client_id, batch.id)
                 except TransientError as exc:
@@ -143,7 +142,7 @@ class Outbox:
         await self._broker.publish(
             self._broker.topology.dlq,
             _enc.encode(dead),
-            timeout=PUBLISH_TIMEOUT,
+            timeout=self._broker.publish_timeout,
             headers={KIND_HEADER: "reply"},
         )
         self.dead_lettered += 1
@@ -156,7 +155,10 @@ class Outbox:
 
     async def publish_batch(self, queue: str, batch: OutboxBatch) -> None:
         await self._broker.publish(
-            queue, _enc.encode(batch), timeout=PUBLISH_TIMEOUT, headers={KIND_HEADER: "outbox"}
+            queue,
+            _enc.encode(batch),
+            timeout=self._broker.publish_timeout,
+            headers={KIND_HEADER: "outbox"},
         )
 
 

@@ -16,11 +16,9 @@ import logging
 import time
 
 from botd.broker import Broker, Delivery, QueueWorker, Subscription
-from botd.inbound import QueuedMessage, decode_queued, encode_queued, shard_of
+from botd.inbound import MessageKind, QueuedMessage, decode_queued, encode_queued, shard_of
 
 log = logging.getLogger("botd.timers")
-
-PUBLISH_TIMEOUT = 10.0
 
 
 def timer_message_id(kind: str, client_id: str, version: int) -> str:
@@ -47,11 +45,13 @@ class Timers:
             client_id=client_id,
             text=None,
             received_at=time.time(),
-            kind=kind,
+            kind=MessageKind(kind),
             version=version,
         )
         await self._broker.publish(
-            self._broker.topology.timer_wait(delay), encode_queued(event), timeout=PUBLISH_TIMEOUT
+            self._broker.topology.timer_wait(delay),
+            encode_queued(event),
+            timeout=self._broker.publish_timeout,
         )
         self.scheduled += 1
 
@@ -77,7 +77,7 @@ class TimerRouter:
             return
         shard = shard_of(event.client_id, self._broker.topology.shards)
         await self._broker.publish(
-            self._broker.topology.shard(shard), delivery.body, timeout=PUBLISH_TIMEOUT
+            self._broker.topology.shard(shard), delivery.body, timeout=self._broker.publish_timeout
         )
         await sub.ack(delivery)
         self.routed += 1

@@ -110,8 +110,10 @@ def create_app(deps: WebDeps) -> QuartTrio:
     app = QuartTrio("botd")
     cfg = deps.config
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 30
-    app.config["RESPONSE_TIMEOUT"] = 60
+    # A body that trickles in is cut at the same read timeout as an idle connection; a
+    # response may take the broker's confirm and a little more, never longer than this.
+    app.config["BODY_TIMEOUT"] = cfg.read_timeout_seconds
+    app.config["RESPONSE_TIMEOUT"] = cfg.response_timeout_seconds
     metrics = deps.metrics
 
     @app.before_request

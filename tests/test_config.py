@@ -463,3 +463,11 @@ def test_message_table_error_is_a_value_error_with_the_problems() -> None:
         texts.validate_messages(table)
     assert isinstance(caught.value, ValueError)
     assert caught.value.problems == ["[ru] key 'greeting' is missing"]
+
+
+def test_run_refuses_an_empty_chat2desk_token_naming_the_key(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run"]) == 2  # defaults: no token; botd would never start the daemon
+    err = capsys.readouterr().err
+    assert "chat2desk.token" in err and "BOTD_CHAT2DESK_TOKEN" in err

@@ -13,7 +13,7 @@ from botd import dialog
 from botd.consumer import Executed, Outcome, Processor, to_event
 from botd.dialog import Reply, TimerKind
 from botd.dialog.texts import REPLY_PARAMS
-from botd.inbound import QueuedMessage
+from botd.inbound import MessageKind, QueuedMessage
 from botd.memory import (
     FIRST_SENT_ID,
     MemoryOrderStore,
@@ -68,7 +68,7 @@ class World:
             client_id=CLIENT,
             text=text,
             received_at=self.now,
-            kind=kind,
+            kind=MessageKind(kind),
             version=version,
         )
 
@@ -97,7 +97,7 @@ def test_queued_messages_become_dialog_events() -> None:
             client_id=CLIENT,
             text="hi",
             received_at=START,
-            kind=kind,
+            kind=MessageKind(kind),
             version=version,
         )
 

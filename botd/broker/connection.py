@@ -101,6 +101,7 @@ class Connection:
     ) -> None:
         self._bridge = bridge
         self._config = config
+        self.publish_timeout = config.publish_timeout_seconds  # outbox and timer publishes
         self.topology = Topology(
             config.queue_prefix,
             config.shards,

@@ -7,7 +7,7 @@ never gets stuck on a state botd cannot read. ``load_state`` never raises.
 
 Schema history:
 
-1. the first layout: no ``editing`` flag; the steps of DESIGN §1 could be stored as
+1. the first layout: no ``editing`` flag; the steps of docs/design.md §1 could be stored as
    ``"initial"`` and ``"completed"`` (both mean: no dialog in progress).
 2. adds ``editing`` (changing one value from the summary) and the ``"handoff"`` step.
 3. adds ``pending`` (a doubtful value asked back), ``address_part`` (an address given in
