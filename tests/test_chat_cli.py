@@ -86,17 +86,8 @@ async def test_live_chat_in_process_full_dialog(config: Config) -> None:
 async def test_live_chat_subprocess_reads_stdin(config: Config) -> None:
     env = subprocess_env(config)
     stdin = "".join(f"{t}\n" for t in (*HAPPY_PATH, "/quit", "never read"))
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "botd", "--config", os.devnull, "chat", "--live"],
-            stdin=stdin.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=env,
-            check=False,
-        )
-    output, errors = done.stdout.decode(), done.stderr.decode()
-    assert done.returncode == 0, errors
+    code, output, errors = await run_chat("--live", env=env, stdin=stdin, seconds=60)
+    assert code == 0, errors
     assert "Traceback" not in errors, errors
     replies = turns(output)
     assert len(replies) == len(HAPPY_PATH) + 1 and all(replies[:-1]), output
@@ -137,6 +128,22 @@ def botd_exe() -> str:
     return str(Path(sys.executable).parent / "botd")
 
 
+async def run_chat(
+    *args: str, env: dict[str, str], stdin: str = "", seconds: float = 30
+) -> tuple[int, str, str]:
+    """``botd --config /dev/null chat *args`` as a subprocess: (exit code, stdout, stderr)."""
+    with trio.fail_after(seconds):
+        done = await trio.run_process(
+            [botd_exe(), "--config", os.devnull, "chat", *args],
+            stdin=stdin.encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            env=env,
+            check=False,
+        )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
 async def test_chat_in_memory_full_dialog() -> None:
     out = io.StringIO()
     code = await chat(NO_SERVICES, read_line=lines_of(HAPPY_PATH), out=out, client_id=CLIENT)
@@ -166,17 +173,8 @@ async def test_chat_in_memory_subprocess_needs_no_service(tmp_path: Path) -> Non
         BOTD_REDIS_URL="redis://127.0.0.1:9/0",
         BOTD_POSTGRES_DSN="postgresql://nobody@127.0.0.1:9/none",
     )
-    with trio.fail_after(30):
-        done = await trio.run_process(
-            [botd_exe(), "--config", os.devnull, "chat"],
-            stdin=stdin.encode(),
-            capture_stdout=True,
-            capture_stderr=True,
-            env=env,
-            check=False,
-        )
-    output, errors = done.stdout.decode(), done.stderr.decode()
-    assert done.returncode == 0, errors
+    code, output, errors = await run_chat(env=env, stdin=stdin)
+    assert code == 0, errors
     assert "Traceback" not in errors, errors
     assert [c.splitlines()[0] for c in output.split("you> ")[1:-1]] == list(HAPPY_PATH)
     assert "never read" not in output
@@ -209,16 +207,9 @@ async def test_script_as_a_subprocess_prints_what_the_in_process_run_prints(
     path = script_file(tmp_path, SCRIPT_HAPPY)
     in_process = io.StringIO()
     await chat_script(NO_SERVICES, str(path), out=in_process, err=io.StringIO())
-    with trio.fail_after(30):
-        done = await trio.run_process(
-            [botd_exe(), "--config", os.devnull, "chat", "--script", str(path)],
-            capture_stdout=True,
-            capture_stderr=True,
-            env=subprocess_env(),
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode() == in_process.getvalue()  # same virtual clock: same run
+    code, output, errors = await run_chat("--script", str(path), env=subprocess_env())
+    assert code == 0, errors
+    assert output == in_process.getvalue()  # same virtual clock: same run
 
 
 async def test_script_reads_the_dialog_settings_of_the_config(tmp_path: Path) -> None:
@@ -377,16 +368,9 @@ async def test_a_bad_script_line_exits_2_naming_it(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert await chat_script(NO_SERVICES, str(path), out=out, err=err) == 2
     assert "line 4" in err.getvalue() and out.getvalue() == ""  # nothing ran
-    with trio.fail_after(30):
-        done = await trio.run_process(
-            [botd_exe(), "--config", os.devnull, "chat", "--script", str(path)],
-            capture_stdout=True,
-            capture_stderr=True,
-            env=subprocess_env(),
-            check=False,
-        )
-    assert done.returncode == 2
-    assert "line 4" in done.stderr.decode() and done.stdout == b""
+    code, output, errors = await run_chat("--script", str(path), env=subprocess_env())
+    assert code == 2
+    assert "line 4" in errors and output == ""
     missing = io.StringIO()
     code = await chat_script(NO_SERVICES, str(tmp_path / "nope.jsonl"), out=out, err=missing)
     assert code == 2 and "nope.jsonl" in missing.getvalue()
