@@ -281,15 +281,10 @@ def _new_dialog(
     reading: Reading | None,
     settings: DialogSettings,
 ) -> Transition:
-    state = DialogState(
+    state = dataclasses.replace(
+        _idle(locale, now, previous),
         step=Step.WAITING_ADDRESS,
         dialog_id=f"{turn.client_id}:{turn.message_id}",  # the same turn → the same id
-        locale=locale,
-        locale_sure=previous.locale_sure if previous is not None else False,
-        started_at=now,
-        updated_at=now,
-        last_order_key=previous.last_order_key if previous is not None else None,
-        last_order_at=previous.last_order_at if previous is not None else None,
     )
     if reading is None:
         return Transition(state, (Reply(opening), ask(state)))
