@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import hashlib
+import hmac
 import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 import trio
 import trio.testing
 
-from botd.testing.fake_chat2desk import FakeChat2Desk, open_fake_chat2desk
+from botd.testing.fake_chat2desk import ECHO_ATTEMPTS, FakeChat2Desk, open_fake_chat2desk
 
 TOKEN = "test-token"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +63,7 @@ def control_url(fake: FakeChat2Desk, path: str) -> str:
     return fake.base_url.removesuffix("/v1") + path
 
 
-# -- normal answers ----------------------------------------------------------------------------
+# -- normal answers -------------------------------------------------------------------------------
 
 
 async def test_success_shape_and_increasing_message_ids(
@@ -165,7 +173,7 @@ async def test_keep_alive_serves_many_requests_on_one_connection(
     assert fake.statistics().delivered == 20
 
 
-# -- faults --------------------------------------------------------------------------------------
+# -- faults ---------------------------------------------------------------------------------------
 
 
 async def test_fail_next_answers_non_json_then_recovers(
@@ -407,6 +415,13 @@ async def test_control_api_down_delay_and_limit(
         down_status=None,
         delay_seconds=0.0,
         rate_limit_per_minute=None,
+        pending_lookup_faults=0,
+        accept_slowly_seconds=0.0,
+        stored_messages=1,
+        echo_url=None,
+        echoes_posted=0,
+        echo_failures=0,
+        last_echo_error=None,
     )
 
 
@@ -429,7 +444,727 @@ async def test_control_api_long_polls_for_deliveries(
     assert [b["text"] for b in answers[0].json()["delivered"]] == ["awaited"]
 
 
-# -- separate process ---------------------------------------------------------------------------
+# -- stored messages and lookups (GET /v1/messages) -----------------------------------------------
+
+
+def tagged(client_id: int | str, text: str, external_id: str | None) -> dict[str, Any]:
+    body = message(client_id, text)
+    if external_id is not None:
+        body["external_id"] = external_id
+    return body
+
+
+async def lookup(client: httpx.AsyncClient, token: str = TOKEN, **params: Any) -> httpx.Response:
+    return await client.get("/messages", params=params, headers={"Authorization": token})
+
+
+async def test_delivered_messages_are_stored_with_their_ids(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    before = time.time()
+    sent = await send(client, {**tagged("5", "hi", "ext-1"), "transport": "whatsapp"})
+    await send(client, {"client_id": 5, "text": "nope", "type": "bogus"})  # 400: not stored
+    fake.fail_next(1)
+    await send(client, tagged(5, "failed", "ext-2"))  # 503: not stored
+    await send(client, message(6, "plain"))
+
+    stored = fake.stored_messages()
+    assert stored[0] == {
+        "id": sent.json()["data"]["message_id"],
+        "text": "hi",
+        "type": "to_client",
+        "client_id": 5,
+        "external_id": "ext-1",
+        "transport": "whatsapp",
+        "channel_id": 17,
+        "created": stored[0]["created"],
+    }
+    created = calendar.timegm(time.strptime(stored[0]["created"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert int(before) <= created <= time.time()
+    assert [m["text"] for m in stored] == ["hi", "plain"]
+    assert stored[1]["external_id"] is None
+    assert fake.stored_messages(client_id="6") == [stored[1]]
+    assert [r.external_id for r in fake.requests] == ["ext-1", None, "ext-2", None]
+    assert fake.statistics().stored_messages == 2
+
+
+async def test_lookup_filters_pages_and_counts_oldest_first(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    for i in range(5):
+        await send(client, message(1, f"one-{i}"))
+    await send(client, {**message(2, "two"), "type": "autoreply"})
+
+    everything = await lookup(client)
+    page = await lookup(client, client_id=1, limit=2, offset=1)
+    typed = await lookup(client, type="autoreply")
+    past_the_end = await lookup(client, client_id=1, offset=10)
+    slash = await client.get("/messages/", params={"client_id": 2}, headers=AUTH)
+
+    assert everything.status_code == 200
+    body = everything.json()
+    assert body["status"] == "success"
+    assert [m["text"] for m in body["data"]] == [f"one-{i}" for i in range(5)] + ["two"]
+    assert body["data"] == fake.stored_messages()
+    assert body["meta"] == {"total": 6, "limit": 20, "offset": 0}
+    assert [m["text"] for m in page.json()["data"]] == ["one-1", "one-2"]
+    assert page.json()["meta"] == {"total": 5, "limit": 2, "offset": 1}
+    assert [(m["text"], m["type"]) for m in typed.json()["data"]] == [("two", "autoreply")]
+    assert past_the_end.json()["data"] == [] and past_the_end.json()["meta"]["total"] == 5
+    assert [m["text"] for m in slash.json()["data"]] == ["two"]
+
+
+async def test_lookup_limit_defaults_to_20_and_is_clamped_to_200(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    for i in range(205):
+        await send(client, message(3, str(i)))
+
+    default, clamped = await lookup(client), await lookup(client, limit=1000)
+
+    assert len(default.json()["data"]) == 20
+    assert len(clamped.json()["data"]) == 200
+    assert clamped.json()["meta"] == {"total": 205, "limit": 200, "offset": 0}
+    assert clamped.json()["data"][-1]["text"] == "199"
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": "ten"}, {"offset": "1.5"}, {"limit": "-1"}, {"client_id": "abc"}]
+)
+async def test_lookup_with_bad_paging_is_400(
+    fake: FakeChat2Desk, client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    response = await lookup(client, **params)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["status"], body["message"]) == ("error", "Validation failed")
+
+
+async def test_lookups_are_recorded_as_gets_but_are_not_sends(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    await send(client, message(4, "sent"))
+    await lookup(client, client_id=4, type="to_client")
+    wrong = await lookup(client, token="wrong", client_id=4)
+
+    assert wrong.status_code == 401
+    assert wrong.json() == {"status": "error", "message": "You need to auth"}
+    post, get, rejected = fake.requests
+    assert (post.method, post.query) == ("POST", "")
+    assert (get.method, get.path, get.status) == ("GET", "/v1/messages", 200)
+    assert get.query == "client_id=4&type=to_client"
+    assert (get.body, get.raw_body, get.delivered, get.client_id) == (None, b"", False, None)
+    assert rejected.status == 401 and rejected.authorization == "wrong"
+    assert fake.requests_for(4) == [post]
+    assert fake.texts_for(4) == ["sent"]
+    assert fake.delivered() == [message(4, "sent")]
+    assert fake.statistics().requests == 3 and fake.statistics().delivered == 1
+
+
+async def test_one_shot_faults_hit_sends_and_lookup_faults_hit_lookups(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.fail_next(1, status=502)
+    fake.reject_next(1)
+    fake.hang_next(1)
+    fake.rate_limit_next(1)
+    fake.accept_then_fail_next(1)
+    fake.lookup_fail_next(1)
+    fake.lookup_fail_next(1, status=500, body="oops", content_type="text/plain")
+
+    first, second, third = [await lookup(client) for _ in range(3)]
+    sends = [(await send(client)).status_code for _ in range(2)]
+
+    assert (first.status_code, first.text) == (503, "<html>Bad gateway</html>")
+    assert (second.status_code, second.text) == (500, "oops")
+    assert third.status_code == 200
+    assert sends == [502, 400]  # the send faults were still queued
+    assert fake.statistics().pending_faults == 3
+    assert fake.statistics().pending_lookup_faults == 0
+
+
+async def test_lookups_obey_outage_and_count_against_the_rate_limit(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.set_down(status=502)
+    down = await lookup(client)
+    fake.set_up()
+    fake.enforce_rate_limit(2)
+    sent, looked, limited = await send(client), await lookup(client), await lookup(client)
+    limited_send = await send(client)
+
+    assert down.status_code == 502
+    assert (sent.status_code, looked.status_code) == (200, 200)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+    assert limited.json()["message"] == "Number of API requests exceeded"
+    assert limited_send.status_code == 429
+    assert fake.limit_violations == 2
+
+
+async def test_lookup_rate_limit_by_client_id_uses_the_query(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.enforce_rate_limit(1, key="client_id")
+
+    answers = [
+        (await send(client, message(8))).status_code,
+        (await lookup(client, client_id=8)).status_code,
+        (await lookup(client, client_id=9)).status_code,
+    ]
+
+    assert answers == [200, 429, 200]
+
+
+async def test_lookup_delay_follows_the_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_fake_chat2desk(token=TOKEN) as fake:
+        fake.set_delay(12)
+        async with mock_clock_client(fake) as client:
+            start = trio.current_time()
+            response = await lookup(client)
+            elapsed = trio.current_time() - start
+
+    assert response.status_code == 200
+    assert 12 <= elapsed < 13
+
+
+# -- accept-but-answer-badly faults ---------------------------------------------------------------
+
+
+async def test_accept_slowly_next_stores_at_once_and_answers_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_fake_chat2desk(token=TOKEN) as fake, mock_clock_client(fake) as client:
+        fake.accept_slowly_next(1, seconds=30)
+        answers: list[tuple[float, httpx.Response]] = []
+        start = trio.current_time()
+
+        async def slow_send() -> None:
+            response = await send(client, tagged(1, "slow", "e-1"))
+            answers.append((trio.current_time() - start, response))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_send)
+            await fake.wait_for_deliveries(1)
+            stored_after = trio.current_time() - start
+            assert answers == []
+            assert [m["text"] for m in fake.stored_messages()] == ["slow"]
+        fast = await send(client, message(1, "fast"))
+
+    ((elapsed, slow),) = answers
+    assert stored_after < 1 and 30 <= elapsed < 31
+    assert slow.status_code == 200 and slow.json()["status"] == "success"
+    assert slow.json()["data"]["message_id"] == fake.stored_messages()[0]["id"]
+    assert fast.status_code == 200
+    assert fake.texts_for(1) == ["slow", "fast"]
+
+
+async def test_accept_slowly_outlasts_a_client_timeout_but_the_message_is_delivered(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.accept_slowly_next(seconds=0.5)
+
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post("/messages", json=tagged(2, "lost id", "e-9"), headers=AUTH, timeout=0.1)
+    again = await send(client, tagged(2, "lost id", "e-9"))
+
+    assert again.status_code == 200
+    assert fake.texts_for(2) == ["lost id", "lost id"]
+    assert fake.duplicate_deliveries() == [("e-9", 2)]
+    assert [r.status for r in fake.requests] == [200, 200]
+
+
+async def test_set_accept_slowly_delays_every_delivery_until_turned_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_fake_chat2desk(token=TOKEN) as fake, mock_clock_client(fake) as client:
+        fake.set_accept_slowly(5)
+        assert fake.statistics().accept_slowly_seconds == 5
+        took = []
+        for _ in range(2):
+            start = trio.current_time()
+            assert (await send(client)).status_code == 200
+            took.append(trio.current_time() - start)
+        start = trio.current_time()
+        rejected = await send(client, message(text=""))  # not delivered: answered at once
+        rejected_took = trio.current_time() - start
+        fake.set_accept_slowly(None)
+        start = trio.current_time()
+        await send(client)
+        took.append(trio.current_time() - start)
+
+    assert [5 <= t < 6 for t in took] == [True, True, False]
+    assert took[2] < 1
+    assert rejected.status_code == 400 and rejected_took < 1
+    assert len(fake.stored_messages()) == 3
+
+
+async def test_accept_then_fail_delivers_but_answers_html_502(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.accept_then_fail_next(1)
+    fake.accept_then_fail_next(1, status=504, body="<html>Gateway timeout</html>")
+
+    first, second, third = [await send(client, message(3, str(i))) for i in range(3)]
+
+    assert (first.status_code, first.text) == (502, "<html>Bad gateway</html>")
+    assert first.headers["content-type"] == "text/html"
+    assert (second.status_code, second.text) == (504, "<html>Gateway timeout</html>")
+    assert third.status_code == 200
+    assert fake.texts_for(3) == ["0", "1", "2"]
+    assert [(r.status, r.delivered) for r in fake.requests] == [
+        (502, True),
+        (504, True),
+        (200, True),
+    ]
+    assert [m["text"] for m in fake.stored_messages()] == ["0", "1", "2"]
+
+
+async def test_accept_faults_wait_for_a_deliverable_send(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.accept_then_fail_next(1)
+    fake.fail_next(1)
+
+    invalid = await send(client, {"client_id": "x", "text": "t"})
+    unauthorised = await send(client, Authorization="wrong")
+    accepted = await send(client)
+    failed = await send(client)
+
+    assert [r.status_code for r in (invalid, unauthorised, accepted, failed)] == [
+        400,
+        401,
+        502,
+        503,
+    ]
+    assert len(fake.stored_messages()) == 1
+
+
+# -- auth faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reject_status", [401, 403, 200])
+async def test_set_token_rotates_the_accepted_token(
+    fake: FakeChat2Desk, client: httpx.AsyncClient, reject_status: int
+) -> None:
+    fake.set_token("rotated", reject_status=reject_status)
+
+    old_send = await send(client)
+    old_lookup = await lookup(client)
+    new_send = await send(client, Authorization="rotated")
+    new_lookup = await lookup(client, token="rotated")
+    fake.clear_faults()
+    original_again = await send(client)
+
+    for response in (old_send, old_lookup):
+        assert response.status_code == reject_status
+        assert response.json() == {"status": "error", "message": "You need to auth"}
+    assert (new_send.status_code, new_lookup.status_code) == (200, 200)
+    assert original_again.status_code == 200
+    assert [r.delivered for r in fake.requests if r.method == "POST"] == [False, True, True]
+
+
+async def test_reject_next_can_answer_an_auth_error_with_http_200(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.reject_next(status=200, message="You need to auth")
+    fake.reject_next(status=403)
+
+    first, second = await send(client), await send(client)
+
+    assert first.status_code == 200
+    assert first.json() == {"status": "error", "message": "You need to auth"}
+    assert second.status_code == 403 and second.json()["message"] == "You need to auth"
+    assert fake.delivered() == [] and fake.stored_messages() == []
+
+
+# -- outbox echoes --------------------------------------------------------------------------------
+
+
+class EchoReceiver:
+    """A tiny HTTP/1.1 server on loopback standing in for botd's webhook: records every POST and
+    answers the next status from ``statuses`` (then 200), after ``hold`` is set when given."""
+
+    def __init__(self, statuses: Sequence[int] = ()) -> None:
+        self.statuses = deque(statuses)
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.hold: trio.Event | None = None
+        self.url = ""
+        self._changed = trio.Event()
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.posts]
+
+    async def wait_for_posts(self, n: int) -> None:
+        with trio.fail_after(10):
+            while len(self.posts) < n:
+                await self._changed.wait()
+
+    async def _next_event(self, conn: h11.Connection, stream: trio.SocketStream) -> Any:
+        while (event := conn.next_event()) is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        return event
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
+            while isinstance(request := await self._next_event(conn, stream), h11.Request):
+                body = b""
+                while isinstance(event := await self._next_event(conn, stream), h11.Data):
+                    body += event.data
+                headers = {k.decode(): v.decode() for k, v in request.headers}
+                self.posts.append((headers, body))
+                self._changed.set()
+                self._changed = trio.Event()
+                if self.hold is not None:
+                    await self.hold.wait()
+                status = self.statuses.popleft() if self.statuses else 200
+                response = h11.Response(status_code=status, headers=[("content-length", "0")])
+                await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+
+
+@asynccontextmanager
+async def echo_receiver(statuses: Sequence[int] = ()) -> AsyncIterator[EchoReceiver]:
+    receiver = EchoReceiver(statuses)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, host="127.0.0.1"), receiver.handle, 0
+        )
+        receiver.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/webhook/chat2desk"
+        try:
+            yield receiver
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def refused_url() -> str:
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    return f"http://127.0.0.1:{port}/webhook"
+
+
+async def test_echo_posts_an_outbox_event_for_every_delivery(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    async with echo_receiver() as receiver:
+        fake.echo_to(receiver.url)
+        sent = await send(client, {**tagged(7, "hello", "x-1"), "transport": "whatsapp"})
+        await send(client, message(7, ""))  # 400: no echo
+        fake.accept_then_fail_next(1)
+        await send(client, message(8, "accepted, 502"))
+        await receiver.wait_for_posts(2)
+        await fake.wait_for_echoes(2)
+
+    first, second = sorted(receiver.payloads, key=lambda p: p["message_id"])
+    assert first == {
+        "hook_type": "outbox",
+        "type": "to_client",
+        "message_id": sent.json()["data"]["message_id"],
+        "client_id": 7,
+        "text": "hello",
+        "transport": "whatsapp",
+        "channel_id": 17,
+        "operator_id": 41164,
+        "external_id": "x-1",
+        "event_time": first["event_time"],
+    }
+    assert time.strptime(first["event_time"], "%Y-%m-%dT%H:%M:%SZ")
+    assert (second["client_id"], second["text"], second["external_id"]) == (
+        8,
+        "accepted, 502",
+        None,
+    )
+    headers, _ = receiver.posts[0]
+    assert headers["content-type"] == "application/json"
+    assert "x-chat2desk-signature" not in headers
+    stats = fake.statistics()
+    assert (stats.echoes_posted, stats.echo_failures, stats.echo_url) == (2, 0, receiver.url)
+
+
+async def test_echo_is_signed_with_hmac_sha256_of_the_raw_body(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    async with echo_receiver() as receiver:
+        fake.echo_to(receiver.url, hmac_secret="s3cret", hmac_header="X-Sig")
+        await send(client)
+        await receiver.wait_for_posts(1)
+
+    headers, raw = receiver.posts[0]
+    assert headers["x-sig"] == hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+
+
+async def test_echo_after_the_answer_does_not_hold_the_send(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    async with echo_receiver() as receiver:
+        receiver.hold = trio.Event()
+        fake.echo_to(receiver.url)
+        with trio.fail_after(5):
+            answered = await send(client)  # answered while the echo is still unanswered
+            await receiver.wait_for_posts(1)
+        assert fake.statistics().echoes_posted == 0
+        receiver.hold.set()
+        await fake.wait_for_echoes(1)
+
+    assert answered.status_code == 200
+    assert fake.statistics().echoes_posted == 1
+
+
+async def test_echo_before_the_answer_overtakes_it(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    answers: list[httpx.Response] = []
+
+    async def send_it() -> None:
+        answers.append(await send(client, message(9, "overtaken")))
+
+    async with echo_receiver() as receiver:
+        receiver.hold = trio.Event()
+        fake.echo_to(receiver.url, before_answer=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_it)
+            await receiver.wait_for_posts(1)
+            await trio.sleep(0.2)
+            assert answers == []  # the send waits for the bot to answer the echo
+            receiver.hold.set()
+
+    (answer,) = answers
+    assert answer.status_code == 200
+    assert receiver.payloads[0]["message_id"] == answer.json()["data"]["message_id"]
+    assert fake.statistics().echoes_posted == 1
+
+
+async def test_failed_echoes_are_retried_then_counted_and_never_break_the_fake(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.echo_to(await refused_url())
+    refused = await send(client, message(1, "a"))
+    await fake.wait_for_echoes(1)
+    assert fake.statistics().echo_failures == 1
+    assert "ConnectError" in str(fake.statistics().last_echo_error)
+
+    async with (
+        echo_receiver(statuses=[500, 503]) as flaky,
+        echo_receiver(statuses=[500] * 10) as broken,
+    ):
+        fake.echo_to(flaky.url)
+        await send(client, message(1, "b"))
+        await fake.wait_for_echoes(2)
+        fake.echo_to(broken.url, before_answer=True)
+        before = await send(client, message(1, "c"))
+        fake.echo_to(None)
+        quiet = await send(client, message(1, "d"))
+
+    assert [r.status_code for r in (refused, before, quiet)] == [200, 200, 200]
+    assert len(flaky.posts) == 3 and len(broken.posts) == ECHO_ATTEMPTS
+    stats = fake.statistics()
+    assert (stats.echoes_posted, stats.echo_failures) == (1, 2)
+    assert stats.last_echo_error == "HTTP 500" and stats.echo_url is None
+    assert fake.texts_for(1) == ["a", "b", "c", "d"]
+
+
+async def test_echo_timeout_counts_as_a_failure(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    async with echo_receiver() as receiver:
+        receiver.hold = trio.Event()  # never answers
+        fake.echo_to(receiver.url, timeout_seconds=0.1)
+        await send(client)
+        with trio.fail_after(5):
+            await fake.wait_for_echoes(1)
+
+    assert len(receiver.posts) == ECHO_ATTEMPTS
+    assert fake.statistics().echo_failures == 1
+    assert "Timeout" in str(fake.statistics().last_echo_error)
+
+
+async def test_pending_echoes_stop_with_the_server() -> None:
+    async with echo_receiver() as receiver:
+        receiver.hold = trio.Event()  # the echo would wait for ever
+        with trio.fail_after(5):
+            async with open_fake_chat2desk(token=TOKEN) as fake:
+                fake.echo_to(receiver.url)
+                async with httpx.AsyncClient(base_url=fake.base_url) as client:
+                    assert (await send(client)).status_code == 200
+                await receiver.wait_for_posts(1)
+        # leaving the block cancelled the echo task instead of hanging or leaking it
+
+    assert fake.statistics().echoes_posted == 0
+
+
+async def test_operator_says_stores_and_echoes_an_operator_message(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    async with echo_receiver() as receiver:
+        fake.echo_to(receiver.url)
+        await send(client, {**message(11, "from the bot"), "transport": "viber", "channel_id": 3})
+        await receiver.wait_for_posts(1)
+        said = await fake.operator_says(11, "a human here")
+        assert len(receiver.posts) == 2  # awaited: the echo is already in
+        said_remotely = await client.post(
+            control_url(fake, "/_fake/operator_says"), json={"client_id": "11", "text": "again"}
+        )
+        assert len(receiver.posts) == 3
+        bad = await client.post(control_url(fake, "/_fake/operator_says"), json={"text": "x"})
+
+    operator = receiver.payloads[1]
+    assert operator["message_id"] == said
+    assert (operator["hook_type"], operator["type"], operator["operator_id"]) == (
+        "outbox",
+        "to_client",
+        41164,
+    )
+    assert (operator["client_id"], operator["text"], operator["external_id"]) == (
+        11,
+        "a human here",
+        None,
+    )
+    assert (operator["transport"], operator["channel_id"]) == ("viber", 3)
+    assert said_remotely.json() == {"status": "success", "message_id": said + 1}
+    assert bad.status_code == 400 and bad.json()["status"] == "error"
+    assert [m["text"] for m in fake.stored_messages(11)] == [
+        "from the bot",
+        "a human here",
+        "again",
+    ]
+    assert fake.texts_for(11) == ["from the bot"]  # sends only
+    assert fake.duplicate_deliveries() == []
+
+
+async def test_operator_says_without_echo_target_only_stores() -> None:
+    fake = FakeChat2Desk(token=TOKEN)  # not even listening
+
+    first = await fake.operator_says("12", "hi")
+
+    assert fake.stored_messages() == [
+        {
+            "id": first,
+            "text": "hi",
+            "type": "to_client",
+            "client_id": 12,
+            "external_id": None,
+            "transport": "telegram",
+            "channel_id": 17,
+            "created": fake.stored_messages()[0]["created"],
+        }
+    ]
+    with pytest.raises(ValueError, match="client_id"):
+        await fake.operator_says("abc", "x")
+
+
+# -- audits ---------------------------------------------------------------------------------------
+
+
+async def test_duplicate_deliveries_and_the_messages_endpoint(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    for client_id, text, external_id in [
+        (1, "a", "k-1"),
+        (1, "a", "k-1"),
+        (2, "b", "k-2"),
+        (1, "c", None),
+        (1, "c", None),
+        (2, "b", "k-2"),
+        (2, "b", "k-2"),
+        (3, "d", "k-3"),
+    ]:
+        await send(client, tagged(client_id, text, external_id))
+    fake.fail_next(1)
+    await send(client, tagged(3, "d", "k-3"))  # not delivered: not a duplicate
+
+    listed = (await client.get(control_url(fake, "/_fake/messages"))).json()
+    for_two = (
+        await client.get(control_url(fake, "/_fake/messages"), params={"client_id": 2})
+    ).json()
+
+    assert fake.duplicate_deliveries() == [("k-1", 2), ("k-2", 3)]
+    assert listed["duplicates"] == [["k-1", 2], ["k-2", 3]]
+    assert listed["messages"] == fake.stored_messages()
+    assert len(listed["messages"]) == 8
+    assert [m["external_id"] for m in for_two["messages"]] == ["k-2"] * 3
+    await client.post(control_url(fake, "/_fake/reset"))
+    assert fake.stored_messages() == [] and fake.duplicate_deliveries() == []
+
+
+# -- the new switches over the control API --------------------------------------------------------
+
+
+async def test_every_switch_is_a_method_of_the_same_name(fake: FakeChat2Desk) -> None:
+    for name, switch in fake._switches().items():
+        assert switch == getattr(fake, name)
+
+
+async def test_control_api_sets_the_new_faults(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    faults = control_url(fake, "/_fake/faults")
+    async with echo_receiver() as receiver:
+        switched = await client.post(
+            faults,
+            json=[
+                {"fault": "accept_slowly_next", "n": 1, "seconds": 0.01},
+                {"fault": "accept_then_fail_next", "status": 502},
+                {"fault": "lookup_fail_next", "n": 1, "status": 503},
+                {"fault": "set_accept_slowly", "seconds": 0.01},
+                {"fault": "echo_to", "url": receiver.url, "before_answer": True},
+            ],
+        )
+        answers = [(await send(client, message(1, str(i)))).status_code for i in range(3)]
+        looked = [(await lookup(client)).status_code for _ in range(2)]
+        await client.post(faults, json={"fault": "set_token", "token": "T2", "reject_status": 403})
+        rotated = [
+            (await send(client)).status_code,
+            (await send(client, Authorization="T2")).status_code,
+        ]
+        await client.post(faults, json={"fault": "clear_faults"})
+        await client.post(faults, json={"fault": "echo_to", "url": None})
+        said = await client.post(
+            control_url(fake, "/_fake/operator_says"), json={"client_id": 1, "text": "op"}
+        )
+        bad = await client.post(faults, json={"fault": "set_token"})
+        stats = (await client.get(control_url(fake, "/_fake/statistics"))).json()
+
+    assert switched.status_code == 200
+    switched_stats = switched.json()["statistics"]
+    assert (switched_stats["pending_faults"], switched_stats["pending_lookup_faults"]) == (2, 1)
+    assert switched_stats["accept_slowly_seconds"] == 0.01
+    assert switched_stats["echo_url"] == receiver.url
+    assert answers == [200, 502, 200]
+    assert looked == [503, 200]
+    assert rotated == [403, 200]
+    assert said.status_code == 200
+    assert bad.status_code == 400 and "set_token" in bad.json()["message"]
+    assert len(receiver.posts) == 4  # 3 sends + T2's send, all echoed before their answers
+    assert stats["echoes_posted"] == 4 and stats["echo_url"] is None
+    assert stats["accept_slowly_seconds"] == 0.0 and stats["stored_messages"] == 5
+
+
+def test_new_fault_arguments_are_validated() -> None:
+    fake = FakeChat2Desk(token=TOKEN)
+
+    with pytest.raises(ValueError, match="seconds"):
+        fake.accept_slowly_next(seconds=-1)
+    with pytest.raises(ValueError, match="seconds"):
+        fake.set_accept_slowly(-0.5)
+    with pytest.raises(ValueError, match="status"):
+        fake.accept_then_fail_next(status=99)
+    with pytest.raises(ValueError, match="reject_status"):
+        fake.set_token("x", reject_status=700)
+    with pytest.raises(ValueError, match="url"):
+        fake.echo_to("ftp://example.invalid/")
+    with pytest.raises(ValueError, match="n must be"):
+        fake.lookup_fail_next(-1)
+    with pytest.raises(ValueError, match="accept_slowly_next"):
+        fake.apply_faults({"fault": "accept_slowly_next"})  # seconds is required
+    assert fake.statistics().pending_faults == 0
+
+
+# -- separate process -----------------------------------------------------------------------------
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:

@@ -1,41 +1,74 @@
 """A fake Chat2Desk API server for tests, benchmarks and chaos runs.
 
 It speaks real HTTP/1.1 (h11 over ``trio.serve_tcp``, keep-alive) on loopback and implements the
-one call botd makes, ``POST /v1/messages``, with the shapes documented in
-``/work/shared/chat2desk-api.md``. Every call is recorded; faults (5xx, 429, slow or hung replies,
-permanent 4xx, an enforced sliding-window rate limit) can be switched at any time, in-process
-through :class:`FakeChat2Desk` methods or, when run as a separate process
-(``python -m botd.testing.fake_chat2desk``), through JSON control endpoints under ``/_fake/``:
+calls botd makes, with the shapes documented in ``/work/shared/chat2desk-api.md``:
+
+- ``POST /v1/messages`` — send; a delivered message is stored and answered
+  ``{"status":"success","data":{"message_id":…,…}}``;
+- ``GET /v1/messages?client_id=&type=&limit=&offset=`` — the stored messages, oldest first, with
+  ``meta: {total, limit, offset}`` (limit default 20, clamped to 200).
+
+Stored messages are ``{id, text, type, client_id, external_id, transport, channel_id, created}``.
+With :meth:`FakeChat2Desk.echo_to` every delivered message is also POSTed to the bot's webhook as
+an ``outbox`` event (as Chat2Desk does for every message sent to a client, the bot's own
+included); :meth:`FakeChat2Desk.operator_says` stores and echoes a message from a human operator.
+
+Every ``/v1/messages`` call is recorded. Faults can be switched at any time, in-process through
+:class:`FakeChat2Desk` methods or, when run as a separate process
+(``python -m botd.testing.fake_chat2desk``), through ``POST /_fake/faults`` with the same names
+and keyword arguments:
+
+- one-shot, for the next POSTs, queued in order: ``fail_next`` (non-JSON 5xx, not delivered),
+  ``rate_limit_next`` (429 or 200 with "Number of API requests exceeded"), ``reject_next``
+  (permanent ``{"status":"error"}``, HTTP 200 too), ``hang_next`` (never answered),
+  ``accept_slowly_next`` (delivered, answered 200 only after ``seconds``),
+  ``accept_then_fail_next`` (delivered, answered with an HTML 502);
+- one-shot, for the next GETs only: ``lookup_fail_next``;
+- persistent: ``set_down``/``set_up`` (every request fails), ``set_delay`` (every answer late),
+  ``set_accept_slowly`` (every delivery answered late), ``enforce_rate_limit`` (sliding window,
+  POSTs and GETs count), ``set_token`` (rotate the accepted token; others get "You need to auth"
+  with 401, 403 or 200);
+- ``clear_faults`` (all of the above off, the original token back);
+- ``echo_to`` (where outbox echoes go, optionally before the send's answer, HMAC-signed).
+
+Other control endpoints under ``/_fake/``:
 
 - ``GET  /_fake/requests`` — every recorded ``/v1/messages`` request, plus ``limit_violations``;
 - ``GET  /_fake/statistics`` — counters and the current fault settings;
-- ``POST /_fake/faults`` — ``{"fault": "<method name>", ...keyword arguments}`` or a list of them;
-  names: ``fail_next``, ``set_down``, ``set_up``, ``rate_limit_next``, ``set_delay``,
-  ``hang_next``, ``reject_next``, ``enforce_rate_limit``, ``clear_faults``;
-- ``POST /_fake/reset`` — forget recorded requests and clear every fault;
+- ``GET  /_fake/messages[?client_id=N]`` — ``{"messages": [stored…], "duplicates": [[external_id,
+  count], …]}``;
+- ``POST /_fake/operator_says`` — ``{"client_id": N, "text": "…"}``: store and echo (awaited) an
+  operator's message; answers ``{"status":"success","message_id":…}``;
+- ``POST /_fake/reset`` — forget recorded requests and stored messages, clear every fault;
 - ``GET  /_fake/wait_for_deliveries?n=N&timeout_seconds=S`` — long-poll; 200 once N messages
   were delivered, 408 on timeout.
 
-Time is ``trio.current_time()``, so delays and the rate-limit window follow a ``MockClock``.
+Time is ``trio.current_time()``, so delays, slow accepts and the rate-limit window follow a
+``MockClock`` (echo POSTs are real HTTP: under an autojumping clock give ``echo_to`` a
+``timeout_seconds=None``). ``created``/``event_time`` are wall-clock UTC from ``time.time()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import math
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import h11
+import httpx
 import trio
 
 __all__ = [
@@ -54,12 +87,34 @@ VALIDATION_MESSAGE = "Validation failed"
 MESSAGE_TYPES = frozenset({"to_client", "autoreply", "system", "comment"})
 RATE_WINDOW_SECONDS = 60.0
 FIRST_MESSAGE_ID = 106773577
+DEFAULT_OPERATOR_ID = 41164
+DEFAULT_TRANSPORT = "telegram"
+DEFAULT_CHANNEL_ID = 17
+LOOKUP_DEFAULT_LIMIT = 20
+LOOKUP_MAX_LIMIT = 200
+ECHO_ATTEMPTS = 4  # the first POST plus 3 retries
+ECHO_BACKOFF_SECONDS = 0.05  # doubled after every failed attempt
 TEST_TOKEN = "test-token"  # noqa: S105 - the fake's default, not a secret
 
 _JSON = "application/json; charset=utf-8"
 _MAX_BODY_BYTES = 1 << 20
 _READ_BYTES = 65536
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def _external_id(body: Any) -> str | None:
+    """The body's ``external_id`` as a string (an int is accepted), else None."""
+    if isinstance(body, dict):
+        value = body.get("external_id")
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _utc_iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +124,16 @@ class RecordedRequest:
     seq: int  # arrival order, from 1
     at: float  # trio.current_time() at arrival (follows a MockClock)
     monotonic: float  # time.monotonic() at arrival (wall clock)
-    method: str
-    path: str
+    method: str  # "POST" (send) or "GET" (lookup; body None)
+    path: str  # the path only; the query string is in ``query``
     authorization: str | None
-    body: Any  # the parsed JSON body, or None when it was not JSON
+    body: Any  # the parsed JSON body, or None when it was not JSON (always None for a GET)
     raw_body: bytes
     status: int | None  # HTTP status answered; None when the request was left hanging
-    delivered: bool  # answered 200 with {"status": "success"}: the message counts as sent
+    # The message reached the client (and is stored): answered 200 success, or accepted by an
+    # accept fault whose answer was late (accept_slowly) or an error (accept_then_fail).
+    delivered: bool
+    query: str = ""  # the raw query string ("" when none)
 
     @property
     def client_id(self) -> str | None:
@@ -85,6 +143,11 @@ class RecordedRequest:
             if isinstance(value, int | str) and not isinstance(value, bool):
                 return str(value)
         return None
+
+    @property
+    def external_id(self) -> str | None:
+        """The body's ``external_id`` (a string; an int is shown as one), if any."""
+        return _external_id(self.body)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -101,22 +164,43 @@ class FakeChat2DeskStatistics:
     down_status: int | None
     delay_seconds: float
     rate_limit_per_minute: int | None
+    pending_lookup_faults: int
+    accept_slowly_seconds: float  # 0.0 when off
+    stored_messages: int
+    echo_url: str | None
+    echoes_posted: int  # echo POSTs answered 2xx
+    echo_failures: int  # echoes given up after ECHO_ATTEMPTS tries
+    last_echo_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
-    """What to answer: ``status is None`` means never answer (hang)."""
+    """What to answer: ``status is None`` means never answer (hang). ``after`` is called once the
+    answer was sent (or sending it failed)."""
 
     status: int | None
     body: bytes = b""
     content_type: str = _JSON
     headers: tuple[tuple[str, str], ...] = ()
+    after: Callable[[], None] | None = field(default=None, compare=False)
+
+
+_Kind = Literal["reply", "hang", "deliver", "accept_slowly", "accept_then_fail", "lookup"]
+_DELIVERY_KINDS = frozenset({"deliver", "accept_slowly", "accept_then_fail"})
+_ACCEPT_KINDS = frozenset({"accept_slowly", "accept_then_fail"})
 
 
 @dataclass(frozen=True, slots=True)
 class _Fault:
-    kind: Literal["reply", "hang"]
-    reply: _Reply
+    """A queued fault or the decided outcome of one request."""
+
+    kind: _Kind
+    reply: _Reply | None = None  # "reply": the answer; "accept_then_fail": the bad answer
+    seconds: float = 0.0  # "accept_slowly": how long to wait before answering
+
+
+_DELIVER = _Fault("deliver")
+_LOOKUP = _Fault("lookup")
 
 
 @dataclass
@@ -124,6 +208,15 @@ class _Limiter:
     per_minute: int
     key: Literal["token", "client_id"]
     windows: dict[str, deque[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Echo:
+    url: str
+    before_answer: bool
+    hmac_secret: str
+    hmac_header: str
+    timeout_seconds: float | None
 
 
 def _json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
@@ -145,15 +238,29 @@ def _positive(name: str, n: int) -> int:
     return n
 
 
+def _seconds(name: str, seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {seconds!r}")
+    return float(seconds)
+
+
+def _http_status(name: str, status: int) -> int:
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError(f"{name} must be an HTTP status 200..599, got {status!r}")
+    return status
+
+
+def _valid_client_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and value.strip().isdigit()
+    )
+
+
 def _validation_errors(body: Any) -> dict[str, list[str]]:
     if not isinstance(body, dict):
         return {"client_id": ["is invalid"]}
     errors: dict[str, list[str]] = {}
-    client_id = body.get("client_id")
-    valid_id = (isinstance(client_id, int) and not isinstance(client_id, bool)) or (
-        isinstance(client_id, str) and client_id.strip().isdigit()
-    )
-    if not valid_id:
+    if not _valid_client_id(body.get("client_id")):
         errors["client_id"] = ["is invalid"]
     text = body.get("text")
     if not (isinstance(text, str) and text.strip()) and not (
@@ -165,23 +272,52 @@ def _validation_errors(body: Any) -> dict[str, list[str]]:
     return errors
 
 
+class _BadQuery(ValueError):
+    pass
+
+
+def _query_int(query: dict[str, list[str]], name: str) -> int | None:
+    values = query.get(name)
+    if not values:
+        return None
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise _BadQuery(name) from None
+    if value < 0:
+        raise _BadQuery(name)
+    return value
+
+
 class FakeChat2Desk:
     """State, faults and recordings of one fake Chat2Desk account; served by
     :func:`serve_fake_chat2desk`. All fault switches take effect for the next request."""
 
     def __init__(self, *, token: str = TEST_TOKEN) -> None:
         self.token = token
+        self._initial_token = token
+        self._auth_status = 401
         self._base_url: str | None = None
         self._records: list[RecordedRequest] = []
+        self._messages: list[dict[str, Any]] = []
         self._seq = 0
         self._next_message_id = FIRST_MESSAGE_ID
         self._dialogs: dict[str, int] = {}
         self._faults: deque[_Fault] = deque()
+        self._lookup_faults: deque[_Fault] = deque()
         self._down: _Reply | None = None
         self._down_status: int | None = None
         self._delay_seconds = 0.0
+        self._accept_slowly_seconds = 0.0
         self._limiter: _Limiter | None = None
+        self._echo: _Echo | None = None
+        # The serving nursery and its HTTP client for echoes (set by serve_fake_chat2desk).
+        self._echo_client: httpx.AsyncClient | None = None
+        self._echo_nursery: trio.Nursery | None = None
         self.limit_violations = 0
+        self.echoes_posted = 0
+        self.echo_failures = 0
+        self.last_echo_error: str | None = None
         self._changed = trio.Event()
         # Called with every RecordedRequest as it is recorded (benchmarks watch per customer).
         self.on_record: Callable[[RecordedRequest], None] | None = None
@@ -199,21 +335,35 @@ class FakeChat2Desk:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every recorded ``/v1/messages`` request, in arrival order."""
+        """Every recorded ``/v1/messages`` request (POSTs and GETs), in arrival order."""
         return sorted(self._records, key=lambda r: r.seq)
 
     def requests_for(self, client_id: int | str) -> list[RecordedRequest]:
-        """Recorded requests whose body names ``client_id`` (int and str compare equal)."""
+        """Recorded sends whose body names ``client_id`` (int and str compare equal); lookups
+        (GETs, no body) are not included."""
         wanted = str(client_id)
         return [r for r in self.requests if r.client_id == wanted]
 
     def delivered(self) -> list[dict[str, Any]]:
-        """Bodies of the requests answered 200 success, in arrival order."""
+        """Bodies of the sends that reached the client, in arrival order (answered 200 success,
+        or accepted with a late or bad answer by an accept fault)."""
         return [r.body for r in self.requests if r.delivered]
 
     def texts_for(self, client_id: int | str) -> list[str]:
-        """Texts delivered (200 success) to ``client_id``, in arrival order."""
+        """Texts delivered to ``client_id`` by sends (see :meth:`delivered`), in arrival order;
+        operator messages (:meth:`operator_says`) are only in :meth:`stored_messages`."""
         return [str(r.body.get("text")) for r in self.requests_for(client_id) if r.delivered]
+
+    def stored_messages(self, client_id: int | str | None = None) -> list[dict[str, Any]]:
+        """Stored messages (sends delivered and operator messages), oldest first; copies."""
+        wanted = None if client_id is None else str(client_id)
+        return [dict(m) for m in self._messages if wanted is None or str(m["client_id"]) == wanted]
+
+    def duplicate_deliveries(self) -> list[tuple[str, int]]:
+        """``(external_id, count)`` for every external_id stored more than once, in order of
+        first delivery; messages without an external_id are not counted."""
+        counts = Counter(m["external_id"] for m in self._messages if m["external_id"] is not None)
+        return [(external_id, n) for external_id, n in counts.items() if n > 1]
 
     async def wait_for_deliveries(self, n: int) -> list[dict[str, Any]]:
         """Wait until at least ``n`` messages were delivered; return all delivered bodies."""
@@ -227,6 +377,11 @@ class FakeChat2Desk:
             await self._changed.wait()
         return self.requests
 
+    async def wait_for_echoes(self, n: int) -> None:
+        """Wait until at least ``n`` echoes were posted successfully or given up."""
+        while self.echoes_posted + self.echo_failures < n:
+            await self._changed.wait()
+
     def statistics(self) -> FakeChat2DeskStatistics:
         return FakeChat2DeskStatistics(
             requests=len(self._records),
@@ -236,6 +391,13 @@ class FakeChat2Desk:
             down_status=self._down_status,
             delay_seconds=self._delay_seconds,
             rate_limit_per_minute=None if self._limiter is None else self._limiter.per_minute,
+            pending_lookup_faults=len(self._lookup_faults),
+            accept_slowly_seconds=self._accept_slowly_seconds,
+            stored_messages=len(self._messages),
+            echo_url=None if self._echo is None else self._echo.url,
+            echoes_posted=self.echoes_posted,
+            echo_failures=self.echo_failures,
+            last_echo_error=self.last_echo_error,
         )
 
     # -- fault switches ----------------------------------------------------------------------
@@ -248,7 +410,7 @@ class FakeChat2Desk:
         body: str = "<html>Bad gateway</html>",
         content_type: str = "text/html",
     ) -> None:
-        """The next ``n`` requests get ``status`` with this (possibly non-JSON) body."""
+        """The next ``n`` sends get ``status`` with this (possibly non-JSON) body."""
         reply = _Reply(status, body.encode(), content_type)
         self._faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
 
@@ -260,21 +422,70 @@ class FakeChat2Desk:
         status: int = 429,
         exceeded_with_200: bool = False,
     ) -> None:
-        """The next ``n`` requests get ``{"status":"error","message":"Number of API requests
+        """The next ``n`` sends get ``{"status":"error","message":"Number of API requests
         exceeded"}`` with ``Retry-After`` (unless None); with HTTP 200 if ``exceeded_with_200``."""
         reply = _rate_limited_reply(200 if exceeded_with_200 else status, retry_after)
         self._faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
 
     def reject_next(self, n: int = 1, *, status: int = 400, message: str | None = None) -> None:
-        """The next ``n`` requests get a permanent error ``{"status":"error","message":...}``."""
+        """The next ``n`` sends get a permanent error ``{"status":"error","message":...}`` with
+        HTTP ``status`` (200 too: the real API answers some errors with HTTP 200)."""
         if message is None:
-            message = {401: AUTH_MESSAGE, 404: NOT_FOUND_MESSAGE}.get(status, VALIDATION_MESSAGE)
+            message = {401: AUTH_MESSAGE, 403: AUTH_MESSAGE, 404: NOT_FOUND_MESSAGE}.get(
+                status, VALIDATION_MESSAGE
+            )
         reply = _error_reply(status, message)
         self._faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
 
     def hang_next(self, n: int = 1) -> None:
-        """The next ``n`` requests are read and never answered (until the server closes)."""
-        self._faults.extend(_Fault("hang", _Reply(None)) for _ in range(_positive("n", n)))
+        """The next ``n`` sends are read and never answered (until the server closes)."""
+        self._faults.extend(_Fault("hang") for _ in range(_positive("n", n)))
+
+    def accept_slowly_next(self, n: int = 1, *, seconds: float) -> None:
+        """The next ``n`` deliveries are stored (and echoed) at once but answered 200 success
+        only ``seconds`` later (``trio.sleep``): a client with a shorter timeout never sees the
+        id. Waits in the fault queue for a send that would be delivered."""
+        fault = _Fault("accept_slowly", seconds=_seconds("seconds", seconds))
+        self._faults.extend(fault for _ in range(_positive("n", n)))
+
+    def accept_then_fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 502,
+        body: str = "<html>Bad gateway</html>",
+        content_type: str = "text/html",
+    ) -> None:
+        """The next ``n`` deliveries are stored (and echoed) but answered ``status`` with this
+        body (a proxy error after the accept). Waits in the fault queue for a deliverable send."""
+        reply = _Reply(_http_status("status", status), body.encode(), content_type)
+        self._faults.extend(_Fault("accept_then_fail", reply) for _ in range(_positive("n", n)))
+
+    def set_accept_slowly(self, seconds: float | None) -> None:
+        """While set, every delivery is stored (and echoed) at once and answered 200 success
+        ``seconds`` later; 0 or None turns it off."""
+        self._accept_slowly_seconds = 0.0 if seconds is None else _seconds("seconds", seconds)
+
+    def lookup_fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 503,
+        body: str = "<html>Bad gateway</html>",
+        content_type: str = "text/html",
+    ) -> None:
+        """The next ``n`` lookups (``GET /v1/messages``) get ``status`` with this body. The other
+        one-shot faults apply to sends only."""
+        reply = _Reply(status, body.encode(), content_type)
+        self._lookup_faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
+
+    def set_token(self, token: str, *, reject_status: int = 401) -> None:
+        """Accept only ``token`` from now on; any other Authorization gets ``{"status":"error",
+        "message":"You need to auth"}`` with HTTP ``reject_status`` (401, 403 or even 200)."""
+        if not isinstance(token, str):
+            raise ValueError(f"token must be a string, got {token!r}")
+        self._auth_status = _http_status("reject_status", reject_status)
+        self.token = token
 
     def set_down(
         self,
@@ -283,7 +494,7 @@ class FakeChat2Desk:
         body: str = "<html>Service unavailable</html>",
         content_type: str = "text/html",
     ) -> None:
-        """Every request fails with ``status`` until :meth:`set_up`."""
+        """Every request (send or lookup) fails with ``status`` until :meth:`set_up`."""
         self._down = _Reply(status, body.encode(), content_type)
         self._down_status = status
 
@@ -301,8 +512,9 @@ class FakeChat2Desk:
         self, per_minute: int | None, *, key: Literal["token", "client_id"] = "token"
     ) -> None:
         """Answer 429 (and count a limit violation) to a request when ``per_minute`` requests
-        with the same token (or ``client_id``) already arrived in the last 60 s. Every request
-        counts, answered or not. ``None`` turns the limit off."""
+        with the same token (or ``client_id``: the body's for sends, the query's for lookups)
+        already arrived in the last 60 s. Every request counts, answered or not, lookups too.
+        ``None`` turns the limit off."""
         if per_minute is None:
             self._limiter = None
             return
@@ -310,19 +522,54 @@ class FakeChat2Desk:
             raise ValueError(f"key must be 'token' or 'client_id', got {key!r}")
         self._limiter = _Limiter(_positive("per_minute", per_minute), key)
 
+    def echo_to(
+        self,
+        url: str | None,
+        *,
+        before_answer: bool = False,
+        hmac_secret: str = "",
+        hmac_header: str = "X-Chat2Desk-Signature",
+        timeout_seconds: float | None = 10.0,
+    ) -> None:
+        """POST an ``outbox`` event to ``url`` for every delivered message (None turns it off).
+
+        With ``before_answer`` the echo is posted and its answer awaited before the send is
+        answered; otherwise it is posted in the background right after the answer. With an
+        ``hmac_secret`` the hex HMAC-SHA256 of the raw body goes in ``hmac_header``. A failed
+        POST (refused, non-2xx, ``timeout_seconds`` passed) is retried ECHO_ATTEMPTS - 1 times,
+        then counted in ``echo_failures``. Not a fault: clear_faults and reset keep it."""
+        if url is None:
+            self._echo = None
+            return
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http(s) URL or None, got {url!r}")
+        if timeout_seconds is not None:
+            _seconds("timeout_seconds", timeout_seconds)
+        self._echo = _Echo(url, bool(before_answer), hmac_secret, hmac_header, timeout_seconds)
+
     def clear_faults(self) -> None:
-        """Drop pending one-shot faults, the outage, the delay and the rate limit."""
+        """Drop pending one-shot faults, the outage, the delay, slow accepts, the rate limit and
+        a rotated token (the token the fake was created with is accepted again)."""
         self._faults.clear()
+        self._lookup_faults.clear()
         self.set_up()
         self._delay_seconds = 0.0
+        self._accept_slowly_seconds = 0.0
         self._limiter = None
+        self.token = self._initial_token
+        self._auth_status = 401
 
     def reset(self) -> None:
-        """Clear faults and forget recordings; message ids keep increasing."""
+        """Clear faults, forget recordings, stored messages and counters; message ids keep
+        increasing; the echo target stays."""
         self.clear_faults()
         self._records.clear()
+        self._messages.clear()
         self._seq = 0
         self.limit_violations = 0
+        self.echoes_posted = 0
+        self.echo_failures = 0
+        self.last_echo_error = None
         self._notify()
 
     # -- answering ---------------------------------------------------------------------------
@@ -331,16 +578,12 @@ class FakeChat2Desk:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _over_limit(self, now: float, authorization: str | None, body: Any) -> float | None:
+    def _over_limit(self, now: float, authorization: str | None, client_key: str) -> float | None:
         """Count the request in its window; return the Retry-After if it breaks the limit."""
         limiter = self._limiter
         if limiter is None:
             return None
-        if limiter.key == "token":
-            key = authorization or ""
-        else:
-            client_id = body.get("client_id") if isinstance(body, dict) else None
-            key = str(client_id)
+        key = (authorization or "") if limiter.key == "token" else client_key
         window = limiter.windows.setdefault(key, deque())
         while window and window[0] <= now - RATE_WINDOW_SECONDS:
             window.popleft()
@@ -352,57 +595,142 @@ class FakeChat2Desk:
         oldest = window[-1 - limiter.per_minute]
         return float(max(1, math.ceil(oldest + RATE_WINDOW_SECONDS - now)))
 
-    def _decide(self, authorization: str | None, body: Any, now: float) -> tuple[_Fault, bool]:
-        """Choose the answer for one ``/v1/messages`` request; True when it is a delivery."""
-        retry_after = self._over_limit(now, authorization, body)
+    def _auth_error(self) -> _Reply:
+        return _error_reply(self._auth_status, AUTH_MESSAGE)
+
+    def _decide(self, authorization: str | None, body: Any, now: float) -> _Fault:
+        """Choose the outcome of one send (``POST /v1/messages``)."""
+        client_id = body.get("client_id") if isinstance(body, dict) else None
+        retry_after = self._over_limit(now, authorization, str(client_id))
         if self._down is not None:
-            return _Fault("reply", self._down), False
-        if self._faults:
-            return self._faults.popleft(), False
+            return _Fault("reply", self._down)
+        if self._faults and self._faults[0].kind not in _ACCEPT_KINDS:
+            return self._faults.popleft()
         if authorization != self.token:
-            return _Fault("reply", _error_reply(401, AUTH_MESSAGE)), False
+            return _Fault("reply", self._auth_error())
         if retry_after is not None:
-            return _Fault("reply", _rate_limited_reply(429, retry_after)), False
+            return _Fault("reply", _rate_limited_reply(429, retry_after))
         errors = _validation_errors(body)
         if errors:
-            return _Fault("reply", _error_reply(400, VALIDATION_MESSAGE, errors=errors)), False
-        return _Fault("reply", self._deliver(body)), True
+            return _Fault("reply", _error_reply(400, VALIDATION_MESSAGE, errors=errors))
+        if self._faults:  # an accept fault waiting for a deliverable send
+            return self._faults.popleft()
+        if self._accept_slowly_seconds > 0:
+            return _Fault("accept_slowly", seconds=self._accept_slowly_seconds)
+        return _DELIVER
 
-    def _deliver(self, body: dict[str, Any]) -> _Reply:
+    def _decide_lookup(self, authorization: str | None, query: str, now: float) -> _Fault:
+        """Choose the outcome of one lookup (``GET /v1/messages``)."""
+        client_id = parse_qs(query).get("client_id", [None])[-1]
+        retry_after = self._over_limit(now, authorization, str(client_id))
+        if self._down is not None:
+            return _Fault("reply", self._down)
+        if self._lookup_faults:
+            return self._lookup_faults.popleft()
+        if authorization != self.token:
+            return _Fault("reply", self._auth_error())
+        if retry_after is not None:
+            return _Fault("reply", _rate_limited_reply(429, retry_after))
+        return _LOOKUP
+
+    def _lookup(self, query_string: str) -> _Reply:
+        query = parse_qs(query_string)
+        try:
+            client_id = _query_int(query, "client_id")
+            limit = _query_int(query, "limit")
+            offset = _query_int(query, "offset")
+        except _BadQuery as exc:
+            return _error_reply(400, VALIDATION_MESSAGE, errors={str(exc): ["is invalid"]})
+        limit = LOOKUP_DEFAULT_LIMIT if limit is None else min(limit, LOOKUP_MAX_LIMIT)
+        offset = offset or 0
+        wanted_type = query.get("type", [None])[-1]
+        matches = [
+            m
+            for m in self._messages
+            if (client_id is None or m["client_id"] == client_id)
+            and (wanted_type is None or m["type"] == wanted_type)
+        ]
+        return _json_reply(
+            200,
+            {
+                "status": "success",
+                "data": matches[offset : offset + limit],
+                "meta": {"total": len(matches), "limit": limit, "offset": offset},
+            },
+        )
+
+    def _store(
+        self,
+        client_id: int,
+        text: Any,
+        type_: str,
+        external_id: str | None,
+        transport: Any,
+        channel_id: Any,
+    ) -> dict[str, Any]:
+        message = {
+            "id": self._next_message_id,
+            "text": text,
+            "type": type_,
+            "client_id": client_id,
+            "external_id": external_id,
+            "transport": transport,
+            "channel_id": channel_id,
+            "created": _utc_iso(time.time()),
+        }
+        self._next_message_id += 1
+        self._messages.append(message)
+        return message
+
+    def _deliver(self, body: dict[str, Any]) -> tuple[dict[str, Any], _Reply]:
+        """Store the message; return it and the 200 success answer."""
         client_id = body["client_id"]
         dialog_id = self._dialogs.setdefault(str(client_id), 4324035 + len(self._dialogs))
-        message_id = self._next_message_id
-        self._next_message_id += 1
+        operator_id = body.get("operator_id", DEFAULT_OPERATOR_ID)
+        message = self._store(
+            int(str(client_id).strip()),
+            body.get("text"),
+            body.get("type", "to_client"),
+            _external_id(body),
+            body.get("transport", DEFAULT_TRANSPORT),
+            body.get("channel_id", DEFAULT_CHANNEL_ID),
+        )
         data = {
-            "message_id": message_id,
-            "channel_id": body.get("channel_id", 17),
-            "operator_id": body.get("operator_id", 41164),
-            "transport": body.get("transport", "telegram"),
-            "type": body.get("type", "to_client"),
+            "message_id": message["id"],
+            "channel_id": message["channel_id"],
+            "operator_id": operator_id,
+            "transport": message["transport"],
+            "type": message["type"],
             "client_id": client_id,
             "dialog_id": dialog_id,
             "request_id": dialog_id + 4401060,
         }
-        return _json_reply(200, {"status": "success", "data": data})
+        message_for_echo = {**message, "operator_id": operator_id}
+        return message_for_echo, _json_reply(200, {"status": "success", "data": data})
 
     async def answer_messages(
-        self, method: str, path: str, authorization: str | None, raw: bytes
+        self, method: str, path: str, authorization: str | None, raw: bytes, query: str = ""
     ) -> _Reply:
-        """Answer one request to ``/v1/messages``; record it when the answer is sent."""
+        """Answer one request to ``/v1/messages``; record it when the answer is decided."""
         self._seq += 1
         seq, now, wall = self._seq, trio.current_time(), time.monotonic()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        if method != "POST":
-            fault, delivered = _Fault("reply", _error_reply(404, NOT_FOUND_MESSAGE)), False
+        body: Any = None
+        if method != "GET":
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+        if method == "GET":
+            fault = self._decide_lookup(authorization, query, now)
+        elif method == "POST":
+            fault = self._decide(authorization, body, now)
         else:
-            fault, delivered = self._decide(authorization, body, now)
+            fault = _Fault("reply", _error_reply(404, NOT_FOUND_MESSAGE))
+        delivered = fault.kind in _DELIVERY_KINDS
 
         def record(status: int | None) -> None:
             recorded = RecordedRequest(
-                seq, now, wall, method, path, authorization, body, raw, status, delivered
+                seq, now, wall, method, path, authorization, body, raw, status, delivered, query
             )
             self._records.append(recorded)
             if self.on_record is not None:
@@ -411,11 +739,112 @@ class FakeChat2Desk:
 
         if fault.kind == "hang":
             record(None)
-            return fault.reply
+            return _Reply(None)
         if self._delay_seconds > 0:
             await trio.sleep(self._delay_seconds)
-        record(fault.reply.status)
-        return fault.reply
+        if not delivered:
+            reply = self._lookup(query) if fault.kind == "lookup" else fault.reply
+            assert reply is not None
+            record(reply.status)
+            return reply
+        message, reply = self._deliver(body)
+        if fault.kind == "accept_then_fail":
+            assert fault.reply is not None
+            reply = fault.reply
+        record(reply.status)
+        echo = self._echo
+        if echo is not None and echo.before_answer:
+            await self._post_echo(echo, message)
+        if fault.kind == "accept_slowly":
+            await trio.sleep(fault.seconds)
+        if echo is not None and not echo.before_answer:
+            reply = replace(reply, after=partial(self._start_echo, echo, message))
+        return reply
+
+    # -- outbox echoes ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _echo_payload(message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "hook_type": "outbox",
+            "type": message["type"],
+            "message_id": message["id"],
+            "client_id": message["client_id"],
+            "text": message["text"],
+            "transport": message["transport"],
+            "channel_id": message["channel_id"],
+            "operator_id": message.get("operator_id", DEFAULT_OPERATOR_ID),
+            "external_id": message["external_id"],
+            "event_time": _utc_iso(time.time()),
+        }
+
+    def _start_echo(self, echo: _Echo, message: dict[str, Any]) -> None:
+        """Post the echo in the server's nursery (never raises)."""
+        if self._echo_nursery is None:
+            self.echo_failures += 1
+            self.last_echo_error = "the fake is not serving"
+            self._notify()
+            return
+        self._echo_nursery.start_soon(self._post_echo, echo, message)
+
+    async def _post_echo(self, echo: _Echo, message: dict[str, Any]) -> None:
+        """POST the outbox event with retries; count it; never raises (but can be cancelled)."""
+        raw = json.dumps(self._echo_payload(message)).encode()
+        headers = {"content-type": "application/json"}
+        if echo.hmac_secret:
+            digest = hmac.new(echo.hmac_secret.encode(), raw, hashlib.sha256).hexdigest()
+            headers[echo.hmac_header] = digest
+        for attempt in range(ECHO_ATTEMPTS):
+            if attempt:
+                await trio.sleep(ECHO_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            try:
+                status = await self._post(echo, raw, headers)
+            except Exception as exc:  # refused, reset, timeout, bad URL: retry
+                self.last_echo_error = repr(exc)
+                continue
+            if 200 <= status < 300:
+                self.echoes_posted += 1
+                self._notify()
+                return
+            self.last_echo_error = f"HTTP {status}"
+        self.echo_failures += 1
+        self._notify()
+
+    async def _post(self, echo: _Echo, raw: bytes, headers: dict[str, str]) -> int:
+        if self._echo_client is not None:
+            client = self._echo_client
+            response = await client.post(
+                echo.url, content=raw, headers=headers, timeout=echo.timeout_seconds
+            )
+            return response.status_code
+        async with httpx.AsyncClient(trust_env=False) as client:  # not serving: a one-off client
+            response = await client.post(
+                echo.url, content=raw, headers=headers, timeout=echo.timeout_seconds
+            )
+            return response.status_code
+
+    async def operator_says(self, client_id: int | str, text: str) -> int:
+        """Store a message a human operator wrote in Chat2Desk (``to_client``, no external_id,
+        the client's last transport and channel) and post its echo (awaited) when
+        :meth:`echo_to` is set; return its id."""
+        if not _valid_client_id(client_id):
+            raise ValueError(f"client_id must be an integer, got {client_id!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        cid = int(str(client_id).strip())
+        last = next((m for m in reversed(self._messages) if m["client_id"] == cid), None)
+        message = self._store(
+            cid,
+            text,
+            "to_client",
+            None,
+            DEFAULT_TRANSPORT if last is None else last["transport"],
+            DEFAULT_CHANNEL_ID if last is None else last["channel_id"],
+        )
+        self._notify()
+        if self._echo is not None:
+            await self._post_echo(self._echo, {**message, "operator_id": DEFAULT_OPERATOR_ID})
+        return int(message["id"])
 
     # -- control API ---------------------------------------------------------------------------
 
@@ -430,6 +859,12 @@ class FakeChat2Desk:
             "reject_next": self.reject_next,
             "enforce_rate_limit": self.enforce_rate_limit,
             "clear_faults": self.clear_faults,
+            "accept_slowly_next": self.accept_slowly_next,
+            "accept_then_fail_next": self.accept_then_fail_next,
+            "set_accept_slowly": self.set_accept_slowly,
+            "lookup_fail_next": self.lookup_fail_next,
+            "set_token": self.set_token,
+            "echo_to": self.echo_to,
         }
 
     def apply_faults(self, spec: Any) -> None:
@@ -460,6 +895,25 @@ class FakeChat2Desk:
             )
         if route == ("GET", "/_fake/statistics"):
             return _json_reply(200, asdict(self.statistics()))
+        if route == ("GET", "/_fake/messages"):
+            client_id = parse_qs(url.query).get("client_id", [None])[-1]
+            return _json_reply(
+                200,
+                {
+                    "messages": self.stored_messages(client_id),
+                    "duplicates": self.duplicate_deliveries(),
+                },
+            )
+        if route == ("POST", "/_fake/operator_says"):
+            try:
+                spec = json.loads(raw)
+                if not isinstance(spec, dict):
+                    raise ValueError("expected {'client_id': N, 'text': '...'}")
+                said: Any = (spec.get("client_id"), spec.get("text"))
+                message_id = await self.operator_says(*said)
+            except ValueError as exc:
+                return _error_reply(400, str(exc))
+            return _json_reply(200, {"status": "success", "message_id": message_id})
         if route == ("POST", "/_fake/reset"):
             self.reset()
             return _json_reply(200, {"status": "success"})
@@ -485,10 +939,10 @@ class FakeChat2Desk:
     async def answer(
         self, method: str, target: str, authorization: str | None, raw: bytes
     ) -> _Reply:
-        path = urlsplit(target).path
-        if path in ("/v1/messages", "/v1/messages/"):
-            return await self.answer_messages(method, path, authorization, raw)
-        if path.startswith("/_fake/"):
+        url = urlsplit(target)
+        if url.path in ("/v1/messages", "/v1/messages/"):
+            return await self.answer_messages(method, url.path, authorization, raw, url.query)
+        if url.path.startswith("/_fake/"):
             return await self.answer_control(method, target, raw)
         return _error_reply(404, NOT_FOUND_MESSAGE)
 
@@ -546,7 +1000,11 @@ async def _serve_connection(fake: FakeChat2Desk, stream: trio.abc.Stream) -> Non
         if reply.status is None:
             await _wait_for_eof(stream)
             return
-        await _send_reply(conn, stream, reply)
+        try:
+            await _send_reply(conn, stream, reply)
+        finally:
+            if reply.after is not None:
+                reply.after()  # e.g. start the outbox echo, even if the client went away
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return  # h11 decided the connection must close (e.g. "Connection: close")
         conn.start_next_cycle()
@@ -559,7 +1017,8 @@ async def serve_fake_chat2desk(
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``fake`` on ``host:port`` until cancelled; ``started()`` with the base URL."""
+    """Serve ``fake`` on ``host:port`` until cancelled; ``started()`` with the base URL. Outbox
+    echoes are posted from this server's nursery."""
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -571,9 +1030,17 @@ async def serve_fake_chat2desk(
     sockname = listeners[0].socket.getsockname()
     shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     fake._base_url = f"http://{shown_host}:{sockname[1]}/v1"
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handle, listeners)
-        task_status.started(fake.base_url)
+    try:
+        # Echo POSTs use one client and run in this nursery: they stop with the server.
+        async with (
+            httpx.AsyncClient(timeout=None, trust_env=False) as echo_client,  # noqa: S113 - per request
+            trio.open_nursery() as nursery,
+        ):
+            fake._echo_client, fake._echo_nursery = echo_client, nursery
+            await nursery.start(trio.serve_listeners, handle, listeners)
+            task_status.started(fake.base_url)
+    finally:
+        fake._echo_client = fake._echo_nursery = None
 
 
 @asynccontextmanager
