@@ -40,6 +40,7 @@ async def bench_config(base_url: str, **env: str) -> AsyncIterator[Config]:
     apply_migrations(dsn)
     values = {
         "BOTD_WEBHOOK_PORT": "0",
+        "BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED": "true",  # loopback only, like the tests
         "BOTD_RABBITMQ_QUEUE_PREFIX": f"bench{tag}",
         "BOTD_REDIS_KEY_PREFIX": f"botdbench:{tag}:",
         "BOTD_POSTGRES_DSN": dsn,

@@ -1,10 +1,17 @@
-"""Chat2Desk API adapter (httpx on Trio) and the reply sender with retries and the rate limit.
+"""Chat2Desk API adapter (httpx on Trio) and the reply sender (docs/design.md §3.3, §3.5).
 
-:class:`ChatApi` makes one ``POST {base_url}/messages`` and classifies the answer:
-success → the Chat2Desk message id; 429 or an "exceeded" body → :class:`RateLimited`;
-connect errors, timeouts, 5xx, unparsable bodies → :class:`~botd.errors.TransientError`;
-other 4xx → :class:`~botd.errors.PermanentError`. :class:`Sender` adds the shared token bucket
-and ``chat2desk.attempts`` attempts 1 s / 2 s / 4 s apart (with jitter) for transient failures.
+:class:`ChatApi` makes one call and classifies the answer: success → the Chat2Desk message id;
+429 or an "exceeded" body → :class:`RateLimited`; 401/403 or an auth error body →
+:class:`~botd.errors.AuthRejected`; a timeout after the request went out, a cut-off answer, a 5xx
+other than 503 or a 2xx without success → :class:`~botd.errors.DeliveryUnknown` (it may have
+been taken); connect errors and 503 → :class:`~botd.errors.TransientError`; other 4xx and an
+error body with HTTP 200 → :class:`~botd.errors.PermanentError`. ``GET /messages`` lists what
+the customer was sent (:func:`parse_message_page`, the one parser of that answer).
+
+:class:`Sender` adds the shared rate limiter, ``chat2desk.attempts`` attempts 1 s / 2 s / 4 s apart
+(with jitter), the look-up by ``external_id`` before re-sending after an ambiguous failure, the
+process-wide pause while the token is refused, and the caller's guard before every call
+(:mod:`botd.send_guard`).
 """
 
 from __future__ import annotations
@@ -12,21 +19,29 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 import trio
 
 from botd import __version__
 from botd.config import Chat2DeskConfig
-from botd.errors import PermanentError, TransientError
-from botd.ratelimit import TokenBucket
+from botd.errors import AuthRejected, DeliveryUnknown, PermanentError, TransientError
+from botd.liveness import deliberately_waiting
+from botd.ports import Route
+from botd.ratelimit import RateLimiter
 
 log = logging.getLogger("botd.chat2desk")
+
+T = TypeVar("T")
+# Runs right before each Chat2Desk call for a customer: may wait (another process is mid-send to
+# the customer) or raise (the delivery is no longer ours: DeliveryLost).
+Guard = Callable[[], Awaitable[None]]
 
 DEFAULT_RATE_LIMIT_PAUSE = 2.0
 MAX_RATE_LIMIT_PAUSE = 300.0
@@ -47,6 +62,63 @@ class SendStatistics:
     failed_transient: int
     failed_permanent: int
     rate_limited: int
+    reconciled: int = 0  # sends found already delivered by their external id (not sent again)
+    lookups: int = 0  # GET /messages calls made to find out
+    auth_failing: bool = False
+    auth_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One message Chat2Desk holds for a customer, as ``GET /messages`` lists it."""
+
+    id: str
+    external_id: str | None
+    text: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    messages: tuple[SentMessage, ...]
+    total: int
+    limit: int
+    offset: int
+
+
+def parse_message_page(payload: Any) -> MessagePage:
+    """``{"status":"success","data":[{id,text,type,client_id,external_id,created}],
+    "meta":{total,limit,offset}}`` → a page; TransientError if it is not that shape."""
+    if not isinstance(payload, dict) or payload.get("status") != "success":
+        raise TransientError(f"chat2desk message list is not a success: {str(payload)[:200]!r}")
+    data, meta = payload.get("data"), payload.get("meta")
+    if not isinstance(data, list):
+        raise TransientError("chat2desk message list has no data list")
+    messages = []
+    for item in data:
+        if not isinstance(item, dict) or item.get("id") is None:
+            continue
+        external = item.get("external_id")
+        messages.append(
+            SentMessage(
+                id=str(item["id"]),
+                external_id=str(external) if external not in (None, "") else None,
+                text=str(item.get("text") or ""),
+                type=str(item.get("type") or ""),
+            )
+        )
+    meta = meta if isinstance(meta, dict) else {}
+
+    def number(name: str, default: int) -> int:
+        value = meta.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    return MessagePage(
+        tuple(messages),
+        number("total", len(messages)),
+        number("limit", len(messages)),
+        number("offset", 0),
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -64,6 +136,11 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _is_auth_error(status: int, message: str) -> bool:
+    lowered = message.lower()
+    return status in (401, 403) or "auth" in lowered or "token" in lowered
+
+
 class ChatApi:
     """One Chat2Desk API call at a time per caller; the client pools connections."""
 
@@ -72,15 +149,18 @@ class ChatApi:
         self._client = client
         self._url = config.base_url.rstrip("/") + "/messages"
 
-    async def send_message(self, client_id: str, text: str) -> str:
-        """Send ``text`` to the customer; return Chat2Desk's message id (may be "")."""
-        body = {"client_id": int(client_id), "text": text, "type": "to_client"}
+    async def _call(self, what: str, request: Awaitable[httpx.Response]) -> tuple[int, Any, str]:
+        """Make one call; (status, parsed JSON or None, the body's message) or botd's error for
+        what every Chat2Desk call can answer: unreachable, rate-limited, token refused, 5xx."""
         try:
-            response = await self._client.post(self._url, json=body)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"chat2desk timed out: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
+            response = await request
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # nothing reached Chat2Desk
             raise TransientError(f"chat2desk unreachable: {type(exc).__name__}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise DeliveryUnknown(f"{what} timed out: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise DeliveryUnknown(f"{what} cut off: {type(exc).__name__}: {exc}") from exc
         payload: Any = None
         try:
             payload = response.json()
@@ -88,79 +168,247 @@ class ChatApi:
             payload = None
         message = payload.get("message", "") if isinstance(payload, dict) else ""
         message = message if isinstance(message, str) else str(message)
-        if response.status_code == 429 or "exceeded" in message.lower():
+        status = response.status_code
+        failed = status >= 400 or (isinstance(payload, dict) and payload.get("status") == "error")
+        if status == 429 or "exceeded" in message.lower():
             if "per month" in message.lower():
                 raise TransientError(f"chat2desk monthly API quota exhausted: {message}")
             raise RateLimited(
-                f"chat2desk rate limit ({response.status_code}): {message}",
+                f"chat2desk rate limit ({status}): {message}",
                 _retry_after(response.headers.get("retry-after")),
             )
-        if response.status_code >= 500:
-            raise TransientError(f"chat2desk answered {response.status_code}")
-        if response.status_code >= 400:
-            raise PermanentError(
-                f"chat2desk answered {response.status_code}: {message or response.text[:200]}"
-            )
+        if failed and _is_auth_error(status, message):
+            raise AuthRejected(f"chat2desk refused the token ({status}): {message[:200]}")
+        if status == 503:  # "unavailable": refused before any work was done
+            raise TransientError(f"{what} answered {status}")
+        if status >= 500:  # a 500, or a proxy's 502/504 that may come after the accept
+            raise DeliveryUnknown(f"{what} answered {status}")
+        if status >= 400 or failed:
+            raise PermanentError(f"{what} answered {status}: {message or response.text[:200]}")
+        return status, payload, message
+
+    async def send_message(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+    ) -> str:
+        """Send ``text`` to the customer; return Chat2Desk's message id (may be "")."""
+        body: dict[str, Any] = {"client_id": int(client_id), "text": text, "type": "to_client"}
+        if external_id is not None:
+            body["external_id"] = external_id
+        if route is not None and route.transport:
+            body["transport"] = route.transport
+        if route is not None and route.channel_id is not None:
+            body["channel_id"] = route.channel_id
+        status, payload, message = await self._call(
+            "chat2desk", self._client.post(self._url, json=body)
+        )
         if not isinstance(payload, dict) or payload.get("status") != "success":
-            raise TransientError(
-                f"chat2desk answered {response.status_code} without success: {message!r}"
-            )
+            # a 2xx that is neither success nor a readable error: it may have been taken
+            raise DeliveryUnknown(f"chat2desk answered {status} without success: {message!r}")
         data = payload.get("data")
         mid = data.get("message_id") if isinstance(data, dict) else None
         return "" if mid is None else str(mid)
 
+    async def list_messages(self, client_id: str, *, limit: int, offset: int) -> MessagePage:
+        """One page of the messages sent to the customer (``GET /messages``)."""
+        params: dict[str, str | int] = {
+            "client_id": client_id,
+            "type": "to_client",
+            "limit": limit,
+            "offset": offset,
+        }
+        _, payload, _ = await self._call("lookup", self._client.get(self._url, params=params))
+        return parse_message_page(payload)
+
+
+LOOKUP_PAGE = 200  # the most GET /messages gives per page
+
 
 class Sender:
-    """Sends replies through the shared limiter with bounded retries for transient failures."""
+    """Sends replies through the shared limiter with bounded retries for transient failures.
 
-    def __init__(self, api: ChatApi, limiter: TokenBucket, config: Chat2DeskConfig) -> None:
+    Idempotent in effect: a send whose outcome is unknown (:class:`DeliveryUnknown`) is looked up
+    by its ``external_id`` before it is sent again. A refused token pauses every send of this
+    process (:class:`AuthRejected` at once, no call) except one probe per
+    ``chat2desk.auth_retry_seconds``.
+    """
+
+    def __init__(self, api: ChatApi, limiter: RateLimiter, config: Chat2DeskConfig) -> None:
         self._api = api
         self._limiter = limiter
         self._config = config
         self._ok = self._retried = self._failed_t = self._failed_p = self._limited = 0
+        self._reconciled = self._lookups = 0
+        self._auth_reason = ""  # set while Chat2Desk refuses the token
+        self._auth_probe_at = 0.0
+        self._lookup_unsupported = False
 
     @property
-    def limiter(self) -> TokenBucket:
+    def limiter(self) -> RateLimiter:
         return self._limiter
+
+    @property
+    def auth_retry_seconds(self) -> float:
+        return self._config.auth_retry_seconds
+
+    @property
+    def auth_failure(self) -> str:
+        """Why sending is paused ("" while the token works)."""
+        return self._auth_reason
 
     def statistics(self) -> SendStatistics:
         return SendStatistics(
-            self._ok, self._retried, self._failed_t, self._failed_p, self._limited
+            self._ok,
+            self._retried,
+            self._failed_t,
+            self._failed_p,
+            self._limited,
+            self._reconciled,
+            self._lookups,
+            bool(self._auth_reason),
+            self._auth_reason,
         )
 
-    async def send_once(self, client_id: str, text: str) -> str:
-        """One rate-limited attempt; a rate-limit answer pauses every sender."""
-        await self._limiter.acquire()
+    async def _limited_call(self, call: Callable[[], Awaitable[T]], guard: Guard | None) -> T:
+        """One rate-limited call within ``timeout_seconds``; rate-limit and auth answers pause.
+        ``guard`` runs right before the call (it may wait, or raise to stop it)."""
+        now = trio.current_time()
+        if self._auth_reason:
+            if now < self._auth_probe_at:
+                raise AuthRejected(f"sending paused: {self._auth_reason}")
+            self._auth_probe_at = now + self.auth_retry_seconds  # this call is the probe
+        with deliberately_waiting():  # the rate limit and a 429's Retry-After: no hang
+            await self._limiter.acquire()
+        if guard is not None:
+            await guard()
         try:
             with trio.fail_after(self._config.timeout_seconds):
-                mid = await self._api.send_message(client_id, text)
+                result = await call()
         except trio.TooSlowError:
-            raise TransientError(
+            raise DeliveryUnknown(
                 f"chat2desk did not answer within {self._config.timeout_seconds}s"
             ) from None
         except RateLimited as exc:
             self._limited += 1
             pause = exc.retry_after if exc.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
-            self._limiter.pause_until(trio.current_time() + pause)
+            await self._limiter.pause_for(pause)
             raise
+        except AuthRejected as exc:
+            if not self._auth_reason:
+                log.error("%s; sending paused until it works (replies wait in the outbox)", exc)
+            self._auth_reason = str(exc)
+            self._auth_probe_at = trio.current_time() + self.auth_retry_seconds
+            raise
+        if self._auth_reason:
+            log.warning("chat2desk accepts the token again; sending resumes")
+            self._auth_reason = ""
+        return result
+
+    async def _page(self, client_id: str, offset: int) -> MessagePage:
+        return await self._api.list_messages(client_id, limit=LOOKUP_PAGE, offset=offset)
+
+    async def find_sent(
+        self, client_id: str, external_ids: tuple[str, ...], *, guard: Guard | None = None
+    ) -> dict[str, str]:
+        """Which of ``external_ids`` Chat2Desk already holds for the customer: {id: message id}.
+
+        Reads the first page and, when there are more, the last one (the newest messages are at
+        one end or the other): at most two rate-limited calls. If the API has no message list
+        (a permanent error), nothing is found: botd then sends again (at least once).
+        """
+        wanted = set(external_ids)
+        if not wanted or self._lookup_unsupported:
+            return {}
+        found: dict[str, str] = {}
+        offsets = [0]
+        while offsets:
+            offset = offsets.pop()
+            self._lookups += 1
+            try:
+                page = await self._limited_call(partial(self._page, client_id, offset), guard)
+            except PermanentError as exc:
+                log.warning("chat2desk message lookup unavailable (%s): sends are re-sent", exc)
+                self._lookup_unsupported = True
+                return found
+            for m in page.messages:
+                if m.external_id in wanted:
+                    found[m.external_id] = m.id
+            if offset == 0 and len(found) < len(wanted) and page.total > len(page.messages):
+                offsets.append(max(len(page.messages), page.total - LOOKUP_PAGE))
+        return found
+
+    async def send_once(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+        unsure: bool = False,
+        guard: Guard | None = None,
+    ) -> str:
+        """One attempt: with ``unsure`` (an earlier attempt may have gone through), look the
+        message up by ``external_id`` first and return its id if Chat2Desk has it."""
+        if unsure and external_id is not None:
+            found = await self.find_sent(client_id, (external_id,), guard=guard)
+            if external_id in found:
+                self._reconciled += 1
+                log.info(
+                    "reply %s to client %s had reached chat2desk; not sent again",
+                    external_id,
+                    client_id,
+                )
+                return found[external_id]
+        mid = await self._limited_call(
+            lambda: self._api.send_message(client_id, text, external_id=external_id, route=route),
+            guard,
+        )
         self._ok += 1
         return mid
 
-    async def send(self, client_id: str, text: str) -> str:
+    async def send(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+        unsure: bool = False,
+        guard: Guard | None = None,
+    ) -> str:
         """Send with up to ``attempts`` attempts (1 s, 2 s, 4 s … apart, ±25 % jitter).
 
-        Raises the last TransientError when every attempt failed, PermanentError at once.
+        Raises PermanentError at once, AuthRejected at once (sending is paused), else the last
+        TransientError when every attempt failed — as DeliveryUnknown if any attempt may have
+        reached Chat2Desk (the caller keeps ``unsure`` for the next try).
         """
         attempts = self._config.attempts
         for attempt in range(1, attempts + 1):
             try:
-                return await self.send_once(client_id, text)
+                return await self.send_once(
+                    client_id,
+                    text,
+                    external_id=external_id,
+                    route=route,
+                    unsure=unsure,
+                    guard=guard,
+                )
             except PermanentError:
                 self._failed_p += 1
                 raise
+            except AuthRejected:
+                self._failed_t += 1
+                raise
             except TransientError as exc:
+                unsure = unsure or isinstance(exc, DeliveryUnknown)
                 if attempt == attempts:
                     self._failed_t += 1
+                    if unsure and not isinstance(exc, DeliveryUnknown):
+                        raise DeliveryUnknown(str(exc)) from exc
                     raise
                 self._retried += 1
                 delay = 2.0 ** (attempt - 1) * random.uniform(0.75, 1.25)

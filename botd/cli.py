@@ -109,16 +109,41 @@ def _cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def refusals_to_serve(config: Config) -> list[str]:
+    """Why ``botd run`` must not start with ``config`` (empty: it may). Checked before anything
+    is opened; ``botd chat``, ``check-config``, ``migrate`` and ``dlq`` serve no webhook."""
+    problems = []
+    if not config.chat2desk.token.strip():
+        problems.append(
+            "chat2desk.token is empty: every reply would be refused by Chat2Desk; set "
+            "BOTD_CHAT2DESK_TOKEN=<your API token> (botd chat needs none)"
+        )
+    w = config.webhook
+    if not (w.hmac_secret.strip() or w.path_token) and not w.allow_unauthenticated:
+        problems.append(
+            "the webhook has no authentication: neither webhook.path_token "
+            "(BOTD_WEBHOOK_PATH_TOKEN) nor webhook.hmac_secret (BOTD_WEBHOOK_HMAC_SECRET) is set, "
+            "so anyone who can reach it could order for any customer or silence the bot; set "
+            "BOTD_WEBHOOK_PATH_TOKEN to >= 16 random characters (python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))') and register the webhook as "
+            "/webhook/chat2desk/<token>, or set BOTD_WEBHOOK_HMAC_SECRET; only on a machine "
+            "nobody else can reach, set webhook.allow_unauthenticated = true "
+            "(BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED=true)"
+        )
+    if w.hmac_timestamp_header and not w.hmac_secret.strip():
+        problems.append(
+            f"webhook.hmac_timestamp_header = {w.hmac_timestamp_header!r} has no effect without "
+            "webhook.hmac_secret: set BOTD_WEBHOOK_HMAC_SECRET or empty the timestamp header"
+        )
+    return problems
+
+
 def _cmd_run(config: Config, args: argparse.Namespace) -> int:
     from botd import daemon
 
-    if not config.chat2desk.token.strip():
-        raise ConfigError(
-            [
-                "chat2desk.token is empty: every reply would be refused by Chat2Desk; set "
-                "BOTD_CHAT2DESK_TOKEN=<your API token> (botd chat needs none)"
-            ]
-        )
+    problems = refusals_to_serve(config)
+    if problems:
+        raise ConfigError(problems)
 
     trio.run(daemon.run, config)
     return EXIT_OK

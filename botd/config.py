@@ -72,7 +72,12 @@ def _path_token(v: Any) -> str | None:
     if v == "":
         return None
     ok = len(v) >= 16 and all(c.isalnum() or c in "-_" for c in v)
-    return None if ok else "must be empty (off) or at least 16 letters, digits, '-' or '_'"
+    if ok:
+        return None
+    return (
+        "must be empty (off) or at least 16 characters, each a letter, digit, '-' or '_' "
+        "(make one: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    )
 
 
 def _region(v: Any) -> str | None:
@@ -105,7 +110,8 @@ class WebhookConfig:
     )
     hmac_secret: str = _f(
         "",
-        "Shared secret for the HMAC-SHA256 body signature; empty turns the check off.",
+        "Shared secret for the HMAC-SHA256 body signature; empty turns the check off. "
+        "botd run needs this or path_token (or allow_unauthenticated = true).",
         secret=True,
     )
     hmac_header: str = _f(
@@ -113,17 +119,24 @@ class WebhookConfig:
     )
     path_token: str = _f(
         "",
-        "Secret path segment: the webhook is then /webhook/chat2desk/<token>; empty turns it off.",
+        "Secret path segment (>= 16 random characters): the webhook is then "
+        "/webhook/chat2desk/<token>; empty turns it off.",
         secret=True,
         check=_path_token,
     )
     hmac_timestamp_header: str = _f(
         "",
         "Header with the signing time (unix seconds); when set, the signature covers "
-        "'<timestamp>.<body>' and old or future timestamps are refused. Empty turns it off.",
+        "'<timestamp>.<body>', old or future timestamps are refused, and a signature already "
+        "queued is answered 'duplicate' (replay). Empty turns it off.",
     )
     hmac_tolerance_seconds: int = _f(
         300, "Largest accepted clock difference for the signed timestamp.", check=_range(1, 86400)
+    )
+    allow_unauthenticated: bool = _f(
+        False,
+        "Let botd run serve the webhook with neither hmac_secret nor path_token (anyone who "
+        "can reach it can order for any customer); only for a loopback-only test set-up.",
     )
     publish_timeout_seconds: float = _f(
         5.0,
@@ -176,6 +189,12 @@ class Chat2DeskConfig:
         3,
         "Attempts of one send (1 s / 2 s / 4 s apart) before it goes to the outbox.",
         check=_range(1, 10),
+    )
+    auth_retry_seconds: float = _f(
+        30.0,
+        "While Chat2Desk refuses the token (401/403), sending is paused and retried this often; "
+        "the replies wait in the outbox meanwhile.",
+        check=_range(1, 3600),
     )
 
 
@@ -285,6 +304,13 @@ class OutboxConfig:
 class DaemonConfig:
     shutdown_timeout_seconds: float = _f(
         10.0, "On SIGTERM, how long in-flight messages may take to finish.", check=_range(0, 600)
+    )
+    ready_wait_seconds: float = _f(
+        10.0,
+        "At start, how long READY=1 waits for RabbitMQ, PostgreSQL and the consumers before "
+        "botd reports ready anyway, degraded (the webhook answers from the first second). Keep "
+        "it below systemd's TimeoutStartSec.",
+        check=_range(0, 600),
     )
 
 

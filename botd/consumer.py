@@ -31,15 +31,35 @@ import trio
 
 from botd import dialog, ports
 from botd.broker import Broker, Delivery, QueueWorker, Subscription
-from botd.errors import InvalidInput, PermanentError, TransientError
+from botd.errors import (
+    DeliveryLost,
+    DeliveryUnknown,
+    InvalidInput,
+    PermanentError,
+    TransientError,
+)
 from botd.faults import crash_point
-from botd.inbound import MessageKind, QueuedMessage, decode_queued
+from botd.inbound import MessageKind, QueuedMessage, decode_queued, text_digest
+from botd.liveness import ShardLiveness, deliberately_waiting
 from botd.logs import mask
-from botd.ports import CancelOutcome, CancelResult, CommitResult
+from botd.ports import (
+    OWN_ECHO_WINDOW_SECONDS,
+    OWN_EXTERNAL_ID_PREFIX,
+    CancelOutcome,
+    CancelResult,
+    CommitResult,
+    Route,
+    reply_ids,
+)
+from botd.send_guard import Fence, SendGuards
 
 log = logging.getLogger("botd.consumer")
 
 MAX_CONFLICT_RETRIES = 5
+
+DEFAULT_LEASE_SECONDS = 12.0  # chat2desk.timeout_seconds (10 s) + 2 s; the daemon passes its own
+
+
 TRANSIENT_BACKOFF_MAX = 5.0
 
 
@@ -124,7 +144,9 @@ class Processor:
         clock: Callable[[], float] = time.time,
         timers: ports.Timers | None = None,
         observer: Callable[[Executed], None] | None = None,
+        guards: SendGuards | None = None,
     ) -> None:
+        self._guards = guards or SendGuards(store, lease_seconds=DEFAULT_LEASE_SECONDS)
         self._timers = timers
         self._store = store
         self._orders = orders
@@ -135,21 +157,28 @@ class Processor:
         self._observer = observer
         self.stats = ConsumerStatistics()
 
-    async def process(self, msg: QueuedMessage) -> Outcome:
-        """Process ``msg`` and say what it came to. Raises on failure."""
+    async def process(self, msg: QueuedMessage, *, fence: Fence | None = None) -> Outcome:
+        """Process ``msg`` and say what it came to. Raises on failure; :class:`DeliveryLost`
+        when ``fence()`` says the delivery is no longer ours before a send (nothing is sent:
+        the broker's redelivery will)."""
         event = to_event(msg)
         ids = {"message_id": msg.message_id, "client_id": msg.client_id}
+        echo_digest = None
+        if isinstance(event, dialog.OperatorMessage) and msg.text:
+            echo_digest = text_digest(msg.text)
         for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self._store.load(msg.client_id, msg.message_id)
+            loaded = await self._store.load(msg.client_id, msg.message_id, echo_digest=echo_digest)
             crash_point("after_dedupe_check")
-            if isinstance(event, dialog.OperatorMessage) and loaded.own_echo:
+            if isinstance(event, dialog.OperatorMessage) and self._own_echo(msg, loaded):
                 self.stats.own_echoes += 1
                 return Outcome.OWN_ECHO
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
                     return Outcome.DUPLICATE
-                await self._deliver(msg, loaded.marker.replies, loaded.outbox_pending > 0)
+                await self._deliver(
+                    msg, loaded.marker.replies, loaded.outbox_pending > 0, fence, resend=True
+                )
                 self.stats.replies_resent += 1
                 return Outcome.RESENT
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
@@ -193,6 +222,7 @@ class Processor:
                 expected_version=loaded.version,
                 state=dialog.dump_state(transition.state),
                 replies=replies,
+                now=self._clock(),
             )
             crash_point("after_state_commit")
             if result is CommitResult.CONFLICT:
@@ -206,7 +236,7 @@ class Processor:
                 continue  # processed meanwhile: the next load finds its marker
             step_name = str(transition.state.step)
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
-            await self._deliver(msg, replies, loaded.outbox_pending > 0)
+            await self._deliver(msg, replies, loaded.outbox_pending > 0, fence)
             self.stats.processed += 1
             if self._observer is not None:
                 self._observer(Executed(msg, transition, replies, order_id, cancelled))
@@ -238,32 +268,97 @@ class Processor:
         )
         return result
 
+    def _own_echo(self, msg: QueuedMessage, loaded: ports.Loaded) -> bool:
+        """Is this ``outbox`` event the echo of a reply botd sent? Its id was recorded when the
+        send answered; or it carries botd's external id; or botd said the same text to this
+        customer within ``OWN_ECHO_WINDOW_SECONDS`` (recorded before sending, so a lost answer,
+        a kill after the send or a missing id cannot make botd's own reply look like an
+        operator's and silence the bot)."""
+        if loaded.own_echo or (msg.external_id or "").startswith(OWN_EXTERNAL_ID_PREFIX):
+            return True
+        said = loaded.echo_sent_at
+        return said is not None and self._clock() - said <= OWN_ECHO_WINDOW_SECONDS
+
     async def _deliver(
-        self, msg: QueuedMessage, replies: tuple[str, ...], behind_outbox: bool
+        self,
+        msg: QueuedMessage,
+        texts: tuple[str, ...],
+        behind_outbox: bool,
+        fence: Fence | None,
+        *,
+        resend: bool = False,
     ) -> None:
         """Send replies in order; park the rest in the outbox at the first transient failure.
 
-        While earlier replies to this customer wait in the outbox (``behind_outbox``), these are
-        parked behind them instead of overtaking.
+        Each reply carries its stable external id (``botd-{message_id}-{index}``). While earlier
+        replies to this customer wait in the outbox (``behind_outbox``), these are parked behind
+        them instead of overtaking. A ``resend`` (the step was committed before, its replies may
+        have gone out before a crash or a lost channel) first asks Chat2Desk which of them it
+        already has and sends only the others. Before every call to Chat2Desk the guard checks
+        ``fence`` and takes the customer's send lease (:mod:`botd.send_guard`).
         """
-        if behind_outbox and replies:
-            await self._outbox.park(
-                msg.client_id, msg.message_id, replies, reason="earlier replies pending"
-            )
-            replies = ()
+        replies = reply_ids(msg.message_id, texts)
+        route = None
+        if msg.transport or msg.channel_id is not None:
+            route = Route(msg.transport, msg.channel_id)
+        lease = self._guards.lease(msg.client_id)
+        guard = self._guards.guard(lease, fence, f"message {msg.message_id}")
         own_ids: list[str] = []
-        for i, text in enumerate(replies):
-            try:
-                own_ids.append(await self._sender.send(msg.client_id, text))
-            except PermanentError as exc:
-                await self._outbox.dead_letter(
-                    msg.client_id, msg.message_id, text, reason=str(exc), attempts=1
+        unsure = False
+        try:
+            if resend and replies:
+                await self._store.record_sending(msg.client_id, texts, self._clock())
+                try:
+                    found = await self._sender.find_sent(
+                        msg.client_id,
+                        tuple(r.external_id for r in replies if r.external_id),
+                        guard=guard,
+                    )
+                except TransientError:
+                    found, unsure = {}, True  # can't tell now: the outbox looks each one up
+                own_ids.extend(found.values())
+                replies = tuple(r for r in replies if r.external_id not in found)
+            if (behind_outbox or unsure) and replies:
+                reason = "earlier replies pending" if behind_outbox else "chat2desk lookup failed"
+                await self._outbox.park(
+                    msg.client_id,
+                    msg.message_id,
+                    replies,
+                    reason=reason,
+                    route=route,
+                    unsure=unsure,
                 )
-            except TransientError as exc:
-                await self._outbox.park(msg.client_id, msg.message_id, replies[i:], reason=str(exc))
-                break
-        crash_point("after_send")
-        await self._store.mark_sent(msg.message_id, tuple(own_ids))
+                replies = ()
+            for i, reply in enumerate(replies):
+                try:
+                    own_ids.append(
+                        await self._sender.send(
+                            msg.client_id,
+                            reply.text,
+                            external_id=reply.external_id,
+                            route=route,
+                            guard=guard,
+                        )
+                    )
+                except PermanentError as exc:
+                    await self._outbox.dead_letter(
+                        msg.client_id, msg.message_id, reply.text, reason=str(exc), attempts=1
+                    )
+                except TransientError as exc:
+                    await self._outbox.park(
+                        msg.client_id,
+                        msg.message_id,
+                        replies[i:],
+                        reason=str(exc),
+                        route=route,
+                        unsure=isinstance(exc, DeliveryUnknown),
+                    )
+                    break
+            crash_point("after_send")
+            await self._store.mark_sent(msg.message_id, tuple(own_ids), lease=lease)
+        except BaseException:
+            await self._guards.release(lease)
+            raise
 
 
 class ShardConsumers:
@@ -274,7 +369,7 @@ class ShardConsumers:
         self._progress = trio.Event()
         self.subscribed: set[int] = set()
         self.handled = 0  # deliveries finished (acked or nacked)
-        self._busy_since: dict[int, float] = {}
+        self._liveness = ShardLiveness()
         self._workers = {
             shard: QueueWorker(
                 broker,
@@ -290,9 +385,9 @@ class ShardConsumers:
         }
 
     def stuck_shards(self, seconds: float) -> tuple[int, ...]:
-        """Shards whose current message has been in processing for more than ``seconds``."""
-        now = time.monotonic()
-        return tuple(sorted(s for s, t in self._busy_since.items() if now - t > seconds))
+        """Shards with no progress on their current message for more than ``seconds`` while not
+        waiting on purpose (a backoff, the rate limiter): hung, not merely slow (botd.liveness)."""
+        return self._liveness.stuck(seconds)
 
     async def wait_handled(self, count: int) -> None:
         """Wait until at least ``count`` deliveries were finished (for tools and tests)."""
@@ -320,11 +415,10 @@ class ShardConsumers:
             self.subscribed.discard(shard)
 
     async def _handle(self, shard: int, sub: Subscription, delivery: Delivery) -> None:
-        self._busy_since[shard] = time.monotonic()
         try:
-            await self._process_delivery(shard, sub, delivery)
+            with self._liveness.handling(shard):
+                await self._process_delivery(shard, sub, delivery)
         finally:
-            del self._busy_since[shard]
             self.handled += 1
             self._progress.set()
             self._progress = trio.Event()
@@ -350,9 +444,22 @@ class ShardConsumers:
         try:
             while True:
                 try:
-                    outcome = await self._processor.process(msg)
+                    outcome = await self._processor.process(msg, fence=sub.is_open)
                     break
+                except DeliveryLost as exc:
+                    log.warning("shard %d message %s: %s", shard, msg.message_id, exc, extra=ids)
+                    return  # neither acked nor nacked: the channel is gone, the broker requeued it
                 except TransientError as exc:
+                    if not sub.is_open():
+                        log.warning(
+                            "shard %d message %s: %s, and its channel is gone; left to the "
+                            "redelivery",
+                            shard,
+                            msg.message_id,
+                            exc,
+                            extra=ids,
+                        )
+                        return
                     stats.transient_retries += 1
                     log.warning(
                         "shard %d message %s client %s: %s; retrying in %.1fs",
@@ -363,7 +470,8 @@ class ShardConsumers:
                         backoff,
                         extra=ids,
                     )
-                    await trio.sleep(backoff)
+                    with deliberately_waiting():
+                        await trio.sleep(backoff)
                     backoff = min(backoff * 2, TRANSIENT_BACKOFF_MAX)
                 except Exception:
                     stats.poison += 1

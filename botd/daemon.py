@@ -1,15 +1,16 @@
 """The daemon: build the parts, then run them in one nursery (docs/design.md §2).
 
-:func:`open_components` opens the resources in order — the asyncio loop thread, PostgreSQL
-(schema checked), Redis, RabbitMQ, the Chat2Desk client — closes them in reverse, and hands
-them to :func:`build`, which only constructs: the sender, outbox, timers, processor, workers,
-health monitor, metrics and the web app, as one frozen :class:`Components`.
+:func:`open_components` opens the resources in order — the asyncio loop thread, PostgreSQL,
+Redis, RabbitMQ, the Chat2Desk client — without waiting for any service, closes them in reverse,
+and hands them to :func:`build`, which only constructs: the sender, outbox, timers, processor,
+workers, health monitor, metrics and the web app, as one frozen :class:`Components`.
 
-:func:`serve` runs them: the broker's connection keeper, the workers (one consumer per shard,
-the outbox retrier, the timer router), the Hypercorn server, then one health check, ``READY=1``
-and the health monitor loop — each started with ``nursery.start``, so the daemon is ready only
-when all are. The health monitor is the one source for ``/ready``, the systemd STATUS line and
-the connection and queue-depth gauges.
+:func:`serve` runs them: the Hypercorn server first (the webhook answers whatever is down: 503
+until RabbitMQ is up), then in the background the broker's connection keeper and the workers
+(the schema check, then one consumer per shard, the outbox retrier, the timer router), then —
+once the workers run, or after ``daemon.ready_wait_seconds`` — one health check, ``READY=1`` and
+the health monitor loop. The health monitor is the one source for ``/ready``, the systemd STATUS
+line and the connection and queue-depth gauges; its watchdog pings stop only for a hung process.
 
 Shutdown (``stop`` set, e.g. by SIGTERM): the webhook answers 503, the workers stop taking
 messages, in-flight messages get ``daemon.shutdown_timeout_seconds`` to finish (the rest stay
@@ -22,9 +23,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import hypercorn.config
@@ -38,12 +40,14 @@ from botd.broker import Broker, layout, open_broker
 from botd.chat_api import ChatApi, Sender, open_chat_api
 from botd.config import Config
 from botd.consumer import Processor, ShardConsumers
-from botd.errors import TransientError
+from botd.errors import BotdError, TransientError
 from botd.health import HealthMonitor
 from botd.metrics import Metrics
 from botd.order_store import OrderStore, open_order_store
 from botd.outbox import Outbox, OutboxRetrier
-from botd.ratelimit import TokenBucket
+from botd.ratelimit import RateLimiter
+from botd.send_guard import SendGuards
+from botd.shared_limiter import open_shared_limiter
 from botd.state_store import StateStore, open_state_store
 from botd.timers import TimerRouter, Timers
 from botd.webapp import WebDeps, create_app
@@ -89,7 +93,12 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
 
 class Workers:
     """The shard consumers, the outbox retrier and the timer router, in a child nursery of their
-    own so that the drain can stop and cancel them apart from the rest."""
+    own so that the drain can stop and cancel them apart from the rest.
+
+    They start once ``check_schema`` has passed (it retries while PostgreSQL is unreachable and
+    raises SchemaError, which ends botd, on a schema it does not know); each then waits for the
+    broker and subscribes. Started (and :meth:`wait_started`) means all of them are subscribed.
+    """
 
     def __init__(
         self,
@@ -98,28 +107,43 @@ class Workers:
         timer_router: TimerRouter,
         *,
         shards: int,
+        check_schema: Callable[[], Awaitable[None]],
     ) -> None:
         self._consumers = consumers
         self._retrier = retrier
         self._timer_router = timer_router
         self._shards = shards
+        self._check_schema = check_schema
         self._scope = trio.CancelScope()
+        self._schema_scope = trio.CancelScope()
+        self._stopping = False
+        self._started = trio.Event()
         self._done = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             with self._scope:
+                with self._schema_scope:
+                    await self._check_schema()
+                if self._stopping:
+                    return
                 async with trio.open_nursery() as nursery:
                     for shard in range(self._shards):
                         await nursery.start(self._consumers.serve_shard, shard)
                     await nursery.start(self._retrier.serve)
                     await nursery.start(self._timer_router.serve)
+                    self._started.set()
                     task_status.started()
         finally:
             self._done.set()
 
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
     async def drain(self, *, timeout_seconds: float) -> None:
         """Stop taking deliveries, give those in flight ``timeout_seconds``, then cancel them."""
+        self._stopping = True
+        self._schema_scope.cancel()
         self._consumers.stop_taking()
         self._retrier.stop_taking()
         self._timer_router.stop_taking()
@@ -160,7 +184,7 @@ class Components:
     broker: Broker
     store: StateStore
     orders: OrderStore
-    limiter: TokenBucket
+    limiter: RateLimiter
     sender: Sender
     outbox: Outbox
     timers: Timers
@@ -184,8 +208,11 @@ class Components:
         }
 
 
-def _web_app(config: Config, broker: Broker, health: HealthMonitor, metrics: Metrics) -> QuartTrio:
-    """The web app: the webhook publishes to the shard queues, ``/ready`` asks the monitor."""
+def _web_app(
+    config: Config, broker: Broker, store: StateStore, health: HealthMonitor, metrics: Metrics
+) -> QuartTrio:
+    """The web app: the webhook publishes to the shard queues and remembers signatures in
+    Redis (replays, §6.1), ``/ready`` asks the monitor."""
 
     async def publish(shard: int, body: bytes) -> None:
         await broker.publish(
@@ -200,6 +227,7 @@ def _web_app(config: Config, broker: Broker, health: HealthMonitor, metrics: Met
             readiness=health.readiness,
             is_draining=lambda: health.draining,
             metrics=metrics,
+            signatures=store,
         )
     )
 
@@ -212,10 +240,10 @@ def build(
     store: StateStore,
     broker: Broker,
     api: ChatApi,
+    limiter: RateLimiter,
 ) -> Components:
     """Construct every part from the opened resources; nothing runs and nothing does I/O."""
     shards = config.rabbitmq.shards
-    limiter = TokenBucket(config.chat2desk.requests_per_minute, config.chat2desk.burst)
     sender = Sender(api, limiter, config.chat2desk)
     outbox = Outbox(
         broker,
@@ -227,6 +255,8 @@ def build(
         config.dialog.reminder_after_seconds, config.dialog.state_ttl_seconds
     )
     timers = Timers(broker, reminder_after=reminder_after, expire_after=expire_after)
+    # one send-lease holder per process; a lease outlives one call to Chat2Desk (§3.2)
+    guards = SendGuards(store, lease_seconds=config.chat2desk.timeout_seconds + 2.0)
     processor = Processor(
         store=store,
         orders=orders,
@@ -234,15 +264,28 @@ def build(
         outbox=outbox,
         settings=settings_of(config),
         timers=timers,
+        guards=guards,
     )
     consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
-    retrier = OutboxRetrier(broker, outbox, store, sender)
-    workers = Workers(consumers, retrier, TimerRouter(broker), shards=shards)
+    retrier = OutboxRetrier(broker, outbox, store, sender, guards)
+    workers = Workers(
+        consumers,
+        retrier,
+        TimerRouter(broker),
+        shards=shards,
+        check_schema=partial(_check_schema, orders),
+    )
     health = HealthMonitor(
-        bridge=bridge, broker=broker, store=store, orders=orders, consumers=consumers, shards=shards
+        bridge=bridge,
+        broker=broker,
+        store=store,
+        orders=orders,
+        consumers=consumers,
+        shards=shards,
+        chat2desk_refusal=lambda: sender.auth_failure,
     )
     metrics = Metrics()
-    app = _web_app(config, broker, health, metrics)
+    app = _web_app(config, broker, store, health, metrics)
     parts = Components(
         config=config,
         broker=broker,
@@ -264,6 +307,7 @@ def build(
 
 
 async def _check_schema(orders: OrderStore) -> None:
+    """Return once the schema is the one botd knows; retry while PostgreSQL is unreachable."""
     delay = 0.5
     while True:
         try:
@@ -277,18 +321,27 @@ async def _check_schema(orders: OrderStore) -> None:
 
 @asynccontextmanager
 async def open_components(config: Config) -> AsyncIterator[Components]:
-    """Open the resources in order (closed in reverse), check the schema, build the parts."""
+    """Open the resources in order (closed in reverse) and build the parts. Nothing here waits
+    for a service: the pool, the Redis client and the broker connect in the background."""
     async with (
         open_bridge() as bridge,
         open_order_store(bridge, config.postgres) as orders,
         open_state_store(
             bridge, config.redis, state_ttl_seconds=config.dialog.state_ttl_seconds
         ) as store,
+        open_shared_limiter(bridge, config) as limiter,
         open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
         open_chat_api(config.chat2desk) as api,
     ):
-        await _check_schema(orders)
-        yield build(config, bridge=bridge, orders=orders, store=store, broker=broker, api=api)
+        yield build(
+            config,
+            bridge=bridge,
+            orders=orders,
+            store=store,
+            broker=broker,
+            api=api,
+            limiter=limiter,
+        )
 
 
 # ---- running them --------------------------------------------------------------------------
@@ -314,14 +367,38 @@ class Running:
         return self.health.draining
 
 
-async def _start(nursery: trio.Nursery, parts: Components) -> str:
-    """Start the parts in order; return the webhook URL once botd is ready (``READY=1`` sent)."""
-    await nursery.start(parts.broker.serve)
-    await nursery.start(parts.workers.serve)
+async def _wait_first(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` returns (the others are cancelled)."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_cancel(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(wait_then_cancel, wait)
+
+
+async def _start(nursery: trio.Nursery, parts: Components, stop: trio.Event) -> str:
+    """Start the parts; return the webhook URL once ``READY=1`` is sent.
+
+    The webhook comes first and waits for no service: it answers 503 until RabbitMQ is
+    connected. The broker's connection keeper and the workers (schema check, then consumers,
+    retrier, router) start in the background — ``start_soon``, as the webhook must not wait for
+    them. ``READY=1`` ("serving the webhook") follows once the workers run, or after
+    ``daemon.ready_wait_seconds`` with STATUS= naming what is still down, or when ``stop`` is set.
+    """
     binds: list[str] = await nursery.start(parts.server.serve)
     url = binds[0]
-    log.info("botd ready on %s (%d shards)", url, parts.config.rabbitmq.shards)
-    status = parts.health.status_line(await parts.health.check())
+    log.info("webhook listening on %s", url)
+    systemd.notify(f"STATUS=starting: webhook {url}")
+    nursery.start_soon(parts.broker.serve)
+    nursery.start_soon(parts.workers.serve)
+    with trio.move_on_after(parts.config.daemon.ready_wait_seconds):
+        await _wait_first(parts.workers.wait_started, stop.wait)
+    snap = await parts.health.check()
+    status = parts.health.status_line(snap)
+    (log.info if snap.healthy else log.warning)("botd ready on %s: %s", url, status)
     systemd.notify(f"READY=1\nSTATUS={status}, webhook {url}")
     await nursery.start(parts.health.serve)
     return url
@@ -349,7 +426,7 @@ async def serve(
     warn_if_exposed(config)
     stop = trio.Event() if stop is None else stop
     async with open_components(config) as parts, trio.open_nursery() as nursery:
-        url = await _start(nursery, parts)
+        url = await _start(nursery, parts, stop)
         task_status.started(
             Running(
                 url=url,
@@ -397,9 +474,34 @@ def warn_if_exposed(config: Config) -> bool:
     return True
 
 
+def _sole_botd_error(group: BaseExceptionGroup[BaseException]) -> BotdError | None:
+    """The error a nursery failed with, when it is one of botd's own (e.g. SchemaError) and the
+    only one: the CLI then reports it as such (exit 1 naming the fix), not as a traceback."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], BotdError):
+        return leaves[0]
+    return None
+
+
 async def run(config: Config) -> None:
     """``botd run``: serve until SIGTERM or SIGINT; a second signal exits at once."""
     tune_runtime()
+    try:
+        await _run(config)
+    except BaseExceptionGroup as group:
+        if (error := _sole_botd_error(group)) is None:
+            raise
+        raise error from None
+
+
+async def _run(config: Config) -> None:
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

@@ -2,10 +2,16 @@
 
 Every ``interval`` seconds it checks RabbitMQ (connected, every shard consumer subscribed),
 Redis and PostgreSQL (a ping each), the asyncio loop (a bridge round trip) and the consumers
-(none stuck on one message longer than ``stuck_after``); it reads the outbox and DLQ depths and
-sends ``STATUS=ready: 8 shards, outbox 0, dlq 0``. It sends ``WATCHDOG=1`` only while the process
-is healthy or has been unhealthy for less than ``grace`` seconds — a broker that cannot come back
-or a hung consumer stops the pings, and systemd restarts botd.
+(none stuck, see :mod:`botd.liveness`); it reads the outbox and DLQ depths and sends
+``STATUS=ready: 8 shards, outbox 0, dlq 0`` (or ``degraded (postgres): …``).
+
+The watchdog is for a hung process, not for an outage elsewhere: a loop of its own sends
+``WATCHDOG=1`` every ``min(interval, WATCHDOG_USEC / 2)`` while the process is responsive — the
+Trio loop runs it, the asyncio loop answers a round trip, and no shard has gone ``stuck_after``
+seconds without progress while not waiting on purpose — however long RabbitMQ, Redis or
+PostgreSQL stay down (STATUS= and ``/ready`` say so meanwhile). It does not wait for the service
+checks, so a slow or unreachable service cannot delay a ping. systemd restarts botd when pings
+stop for ``WatchdogSec``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ class HealthSnapshot:
     outbox_depth: int | None = None
     dlq_depth: int | None = None
     stuck_shards: tuple[int, ...] = ()
-    unhealthy_since: float | None = None
     checked_at: float = 0.0
 
     @property
@@ -56,9 +61,9 @@ class HealthMonitor:
         orders: OrderStore,
         consumers: ShardConsumers,
         shards: int,
+        chat2desk_refusal: Callable[[], str] = str,
         interval: float = 5.0,
-        grace: float = 120.0,
-        stuck_after: float = 300.0,
+        stuck_after: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bridge = bridge
@@ -67,8 +72,9 @@ class HealthMonitor:
         self._orders = orders
         self._consumers = consumers
         self._shards = shards
+        # why Chat2Desk refuses botd's token ("" while it works): replies wait in the outbox
+        self._chat2desk_refusal = chat2desk_refusal
         self._interval = interval
-        self._grace = grace
         self._stuck_after = stuck_after
         self._clock = clock
         self.snapshot = HealthSnapshot()  # the last check: also the metrics' connection gauges
@@ -84,11 +90,13 @@ class HealthMonitor:
 
     async def readiness(self) -> dict[str, bool]:
         """What ``/ready`` reports: RabbitMQ connected, every shard subscribed, Redis and
-        PostgreSQL answering a ping (the first services of :meth:`check`)."""
+        PostgreSQL answering a ping, Chat2Desk accepting the token (the first services of
+        :meth:`check`)."""
         return {
             "rabbitmq": self._broker.connected,
             "consumers": len(self._consumers.subscribed) == self._shards,
             "redis": await self._store.ping(),
+            "chat2desk": not self._chat2desk_refusal(),
             "postgres": await self._orders.ping(),
         }
 
@@ -104,11 +112,6 @@ class HealthMonitor:
                     snap.dlq_depth = await self._broker.queue_depth(self._broker.topology.dlq)
             except (TransientError, trio.TooSlowError):
                 pass
-        previous = self.snapshot
-        if not snap.healthy:
-            snap.unhealthy_since = (
-                previous.unhealthy_since if previous.unhealthy_since is not None else now
-            )
         self.snapshot = snap
         return snap
 
@@ -128,26 +131,46 @@ class HealthMonitor:
         outbox, dlq = depth(snap.outbox_depth), depth(snap.dlq_depth)
         return f"{head}: {self._shards} shards, outbox {outbox}, dlq {dlq}"
 
-    def watchdog_ok(self, snap: HealthSnapshot) -> bool:
-        if snap.healthy or snap.unhealthy_since is None:
-            return True
-        return self._clock() - snap.unhealthy_since < self._grace
+    async def hung(self) -> tuple[str, ...]:
+        """Why this process is hung (empty: it is responsive). Services being down is no reason:
+        the asyncio loop not answering a round trip is, and so is a stuck shard."""
+        reasons = []
+        if not await self._loop_alive():
+            reasons.append("asyncio loop not answering")
+        if stuck := self._consumers.stuck_shards(self._stuck_after):
+            reasons.append(f"stuck shards {','.join(map(str, stuck))}")
+        return tuple(reasons)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Check and report STATUS= every ``interval``; ping the watchdog when systemd asks."""
         watchdog = systemd.watchdog_interval()
-        period = min(self._interval, watchdog) if watchdog else self._interval
-        task_status.started()
-        last_status = ""
+        async with trio.open_nursery() as nursery:
+            if watchdog:
+                nursery.start_soon(self._keep_watchdog, min(self._interval, watchdog))
+            task_status.started()
+            last_status = ""
+            while True:
+                snap = await self.check()
+                status = self.status_line(snap)
+                if status != last_status:
+                    (log.info if snap.healthy else log.warning)("health: %s", status)
+                    last_status = status
+                systemd.notify(f"STATUS={status}")
+                await trio.sleep(self._interval)
+
+    async def _keep_watchdog(self, period: float) -> None:
+        """``WATCHDOG=1`` every ``period`` while :meth:`hung` finds nothing."""
+        was: tuple[str, ...] = ()
         while True:
-            snap = await self.check()
-            status = self.status_line(snap)
-            message = f"STATUS={status}"
-            if watchdog and self.watchdog_ok(snap):
-                message += "\nWATCHDOG=1"
-            elif watchdog:
-                log.error("unhealthy for too long (%s); withholding the watchdog ping", status)
-            if status != last_status:
-                (log.info if snap.healthy else log.warning)("health: %s", status)
-                last_status = status
-            systemd.notify(message)
+            reasons = await self.hung()
+            if not reasons:
+                systemd.notify("WATCHDOG=1")
+                if was:
+                    log.warning("responsive again; watchdog pings resume")
+            elif reasons != was:
+                log.error(
+                    "hung (%s): withholding the watchdog ping; systemd restarts botd",
+                    ", ".join(reasons),
+                )
+            was = reasons
             await trio.sleep(period)

@@ -8,6 +8,7 @@ travels through RabbitMQ and what the consumer turns into a dialog turn.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import zlib
@@ -50,6 +51,7 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     channel_id: int | None = None
     kind: MessageKind = MessageKind.CUSTOMER
     version: int = 0
+    external_id: str | None = None  # an ``outbox`` event's external id (botd's replies: botd-…)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,13 @@ def normalise_text(text: str) -> str | None:
     return out or None
 
 
+def text_digest(text: str) -> str:
+    """A short digest of ``text`` as the webhook would normalise it: a reply botd sends and the
+    ``outbox`` echo of it that comes back have the same digest."""
+    normal = normalise_text(text) or ""
+    return hashlib.blake2b(normal.encode(), digest_size=8).hexdigest()
+
+
 def _id(payload: dict[str, Any], name: str) -> str:
     if name not in payload or payload[name] is None:
         raise InvalidInput(f"{name}: required")
@@ -118,6 +127,11 @@ def _opt_str(payload: dict[str, Any], name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise InvalidInput(f"{name}: must be a string or null")
+
+
+def _external_id(value: Any) -> str | None:
+    """An echo's external id, if it is a usable string (anything else is not ours: ignored)."""
+    return value[:100] if isinstance(value, str) and value else None
 
 
 def _opt_int(payload: dict[str, Any], name: str) -> int | None:
@@ -192,6 +206,7 @@ def parse_webhook(body: bytes, *, received_at: float) -> QueuedMessage | Ignored
             text=normalise_text(raw) if (raw := _opt_str(payload, "text")) else None,
             received_at=received_at,
             kind=MessageKind.OPERATOR,
+            external_id=_external_id(payload.get("external_id")),
         )
     if hook_type is not None and hook_type != "inbox":
         return Ignored(f"hook_type={hook_type[:40]!r} is not a customer message", "hook_type")

@@ -13,13 +13,22 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from botd.dialog import OrderDraft, TimerKind
-from botd.inbound import MessageKind, QueuedMessage
-from botd.ports import CancelOutcome, CancelResult, CommitResult, Loaded, Marker
+from botd.inbound import MessageKind, QueuedMessage, text_digest
+from botd.ports import (
+    CancelOutcome,
+    CancelResult,
+    CommitResult,
+    Loaded,
+    Marker,
+    Reply,
+    Route,
+    SendLease,
+)
 
 __all__ = [
     "FIRST_SENT_ID",
@@ -33,6 +42,7 @@ __all__ = [
     "Parked",
     "ScheduledTimer",
     "timer_message_id",
+    "version_ttl_seconds",
 ]
 
 Clock = Callable[[], float]
@@ -55,8 +65,10 @@ class _Marker:
 class MemoryStateStore:
     """Dialog state and dedupe markers in dicts, with the Redis store's semantics.
 
-    ``state_ttl_seconds``/``dedupe_ttl_seconds`` (None: forever) expire a dialog (its version
-    starts again from 0) and markers, measured on ``clock``.
+    ``state_ttl_seconds``/``dedupe_ttl_seconds`` (None: forever) expire a dialog and markers,
+    measured on ``clock``. A customer's last version outlives the dialog for
+    :func:`version_ttl_seconds` (Redis ``version:``), so a returning customer's versions go on
+    from it and never repeat a timer id.
     """
 
     def __init__(
@@ -70,8 +82,10 @@ class MemoryStateStore:
         self._state_ttl = state_ttl_seconds
         self._dedupe_ttl = dedupe_ttl_seconds
         self._dialogs: dict[str, _Dialog] = {}
+        self._versions: dict[str, tuple[int, float | None]] = {}  # client → (last, expires at)
         self._markers: dict[str, _Marker] = {}
         self._own: dict[str, float | None] = {}
+        self._said: dict[tuple[str, str], float] = {}  # (client, text digest) → when
         self._outbox: dict[str, list[str]] = {}
         self.commits: list[CommitResult] = []  # every commit's result, in order
 
@@ -104,19 +118,33 @@ class MemoryStateStore:
         return decoded if isinstance(decoded, dict) else None
 
     def version_of(self, client_id: str) -> int:
+        """The dialog's version, or the last one before it expired (0: none within its TTL)."""
         dialog = self._dialog(client_id)
-        return 0 if dialog is None else dialog.version
+        last, expires_at = self._versions.get(client_id, (0, None))
+        if not self._alive(expires_at):
+            del self._versions[client_id]
+            last = 0
+        return max(last, 0 if dialog is None else dialog.version)
 
-    async def load(self, client_id: str, message_id: str) -> Loaded:
+    async def load(
+        self, client_id: str, message_id: str, *, echo_digest: str | None = None
+    ) -> Loaded:
         marker = self._marker(message_id)
         own = message_id in self._own and self._alive(self._own[message_id])
+        # when botd said it; the processor judges the window (Redis also expires the hash)
+        said = None if echo_digest is None else self._said.get((client_id, echo_digest))
         return Loaded(
             version=self.version_of(client_id),
             state=self.state_of(client_id),
             marker=None if marker is None else Marker(marker.replies, marker.sent),
             outbox_pending=len(self._outbox.get(client_id, ())),
             own_echo=own,
+            echo_sent_at=said,
         )
+
+    async def record_sending(self, client_id: str, texts: tuple[str, ...], now: float) -> None:
+        for text in texts:
+            self._said[(client_id, text_digest(text))] = now
 
     async def commit(
         self,
@@ -126,7 +154,10 @@ class MemoryStateStore:
         expected_version: int,
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
+        now: float | None = None,
     ) -> CommitResult:
+        if now is not None:
+            await self.record_sending(client_id, replies, now)
         if self._marker(message_id) is not None:
             result = CommitResult.DUPLICATE
         elif self.version_of(client_id) != expected_version:
@@ -136,6 +167,10 @@ class MemoryStateStore:
             self._dialogs[client_id] = _Dialog(
                 expected_version + 1, state_json, self._until(self._state_ttl)
             )
+            version_ttl = None
+            if self._state_ttl is not None and self._dedupe_ttl is not None:
+                version_ttl = version_ttl_seconds(self._state_ttl, self._dedupe_ttl)
+            self._versions[client_id] = (expected_version + 1, self._until(version_ttl))
             self._markers[message_id] = _Marker(
                 tuple(replies), False, self._until(self._dedupe_ttl)
             )
@@ -143,7 +178,15 @@ class MemoryStateStore:
         self.commits.append(result)
         return result
 
-    async def mark_sent(self, message_id: str, own_ids: tuple[str, ...] = ()) -> None:
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
+        return 0.0  # one process: nobody else sends
+
+    async def release_send_lease(self, lease: SendLease) -> None:
+        return None
+
+    async def mark_sent(
+        self, message_id: str, own_ids: tuple[str, ...] = (), *, lease: SendLease | None = None
+    ) -> None:
         marker = self._marker(message_id)
         if marker is not None:
             marker.sent = True
@@ -248,17 +291,49 @@ class MemorySender:
         self._ids = itertools.count(FIRST_SENT_ID)
         self.sent: list[tuple[str, str]] = []  # (client_id, text)
         self.failures: list[Exception] = []
+        self._by_external: dict[tuple[str, str], str] = {}  # (client, external id) → message id
 
     def texts_for(self, client_id: str) -> list[str]:
         return [text for cid, text in self.sent if cid == client_id]
 
-    async def send(self, client_id: str, text: str) -> str:
+    async def send(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+        unsure: bool = False,
+        guard: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        if guard is not None:
+            await guard()
+        if unsure and external_id is not None:
+            found = await self.find_sent(client_id, (external_id,))
+            if external_id in found:
+                return found[external_id]
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append((client_id, text))
         if self._out is not None:
             print(f"{self._prefix}{text}", file=self._out, flush=True)
-        return str(next(self._ids))
+        message_id = str(next(self._ids))
+        if external_id is not None:
+            self._by_external[(client_id, external_id)] = message_id
+        return message_id
+
+    async def find_sent(
+        self,
+        client_id: str,
+        external_ids: tuple[str, ...],
+        *,
+        guard: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, str]:
+        return {
+            e: self._by_external[(client_id, e)]
+            for e in external_ids
+            if (client_id, e) in self._by_external
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +342,8 @@ class Parked:
     message_id: str
     texts: tuple[str, ...]
     reason: str
+    external_ids: tuple[str | None, ...] = ()
+    unsure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +366,21 @@ class MemoryOutbox:
         self.dead: list[DeadLetter] = []
 
     async def park(
-        self, client_id: str, message_id: str, texts: tuple[str, ...], *, reason: str
+        self,
+        client_id: str,
+        message_id: str,
+        replies: tuple[Reply, ...],
+        *,
+        reason: str,
+        route: Route | None = None,
+        unsure: bool = False,
     ) -> None:
         batch_id = f"{message_id}.{next(self._batches)}"
         if self._store is not None:
             self._store.outbox_push(client_id, batch_id)
-        self.parked.append((batch_id, Parked(client_id, message_id, texts, reason)))
+        texts = tuple(r.text for r in replies)
+        ids = tuple(r.external_id for r in replies)
+        self.parked.append((batch_id, Parked(client_id, message_id, texts, reason, ids, unsure)))
 
     def done(self, batch_id: str) -> None:
         """The batch went out (what the outbox retrier does after sending it)."""
@@ -306,6 +392,11 @@ class MemoryOutbox:
         self, client_id: str, message_id: str, text: str, *, reason: str, attempts: int
     ) -> None:
         self.dead.append(DeadLetter(client_id, message_id, text, reason, attempts))
+
+
+def version_ttl_seconds(state_ttl_seconds: float, dedupe_ttl_seconds: float) -> float:
+    """:func:`botd.state_store.version_ttl_seconds` (a test keeps the two equal)."""
+    return state_ttl_seconds + 24 * 3600 + dedupe_ttl_seconds
 
 
 def timer_message_id(kind: str, client_id: str, version: int) -> str:

@@ -67,7 +67,18 @@ class _SnapshotCollector(Collector):
         sends.add_metric(["retried"], snd.retried)
         sends.add_metric(["failed_transient"], snd.failed_transient)
         sends.add_metric(["failed_permanent"], snd.failed_permanent)
+        sends.add_metric(["reconciled"], snd.reconciled)
         yield sends
+        yield CounterMetricFamily(
+            "botd_chat2desk_lookups",
+            "GET /messages calls made to learn whether a send with an unknown outcome went out",
+            value=snd.lookups,
+        )
+        yield GaugeMetricFamily(
+            "botd_chat2desk_auth_failing",
+            "1 while Chat2Desk refuses the token (sending paused, replies kept in the outbox)",
+            value=int(snd.auth_failing),
+        )
         yield CounterMetricFamily(
             "botd_chat2desk_rate_limited",
             "Rate-limit answers from Chat2Desk",
@@ -88,7 +99,13 @@ class _SnapshotCollector(Collector):
         outbox.add_metric(["delivered"], ob.delivered)
         outbox.add_metric(["retried"], ob.retried)
         outbox.add_metric(["dead_lettered"], ob.dead_lettered)
+        outbox.add_metric(["orphan_dropped"], ob.orphans_dropped)
         yield outbox
+        yield GaugeMetricFamily(
+            "botd_outbox_oldest_pending_seconds",
+            "Age of the oldest reply still waiting in the outbox, across customers (0: none)",
+            value=ob.oldest_pending_seconds,
+        )
         depth = GaugeMetricFamily(
             "botd_queue_depth", "Messages waiting, by queue", labels=["queue"]
         )

@@ -80,7 +80,9 @@ def spec(
                     },
                     "responses": {
                         "200": _answer(
-                            "queued (a customer message, durably queued) or ignored (not ours)",
+                            "queued (a customer message, durably queued), ignored (not ours), "
+                            "or duplicate (with a signed timestamp header only: this signature "
+                            "was queued already, a replay; not queued again)",
                             {"status": "queued"},
                         ),
                         "400": _answer(
@@ -139,7 +141,10 @@ def spec(
                     "type": "object",
                     "required": ["status"],
                     "properties": {
-                        "status": {"type": "string", "enum": ["queued", "ignored", "error"]},
+                        "status": {
+                            "type": "string",
+                            "enum": ["queued", "ignored", "duplicate", "error"],
+                        },
                         "reason": {"type": "string"},
                     },
                 },

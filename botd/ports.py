@@ -6,11 +6,18 @@ versions implement them for ``botd chat`` and for tests.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Protocol
 
 from botd.dialog import OrderDraft, TimerKind
+
+# How long botd remembers the texts it said to a customer (Redis ``said:{client_id}``, digest →
+# time): an ``outbox`` echo with one of those texts is botd's own even when Chat2Desk's id for it
+# was never learnt (a timed-out send, a kill after the send). It covers Chat2Desk's webhook
+# retries (about 10 s, 5 min, 2 h) of an echo botd could not take at first.
+OWN_ECHO_WINDOW_SECONDS = 6 * 3600
 
 
 class CommitResult(Enum):
@@ -34,6 +41,9 @@ class Loaded:
     marker: Marker | None  # set when this message_id was processed already
     outbox_pending: int = 0  # batches of this customer's replies waiting in the outbox
     own_echo: bool = False  # message_id is one botd itself sent (an ``outbox`` webhook echo)
+    # when botd last committed or sent a reply with the echo's text to this customer (None: never,
+    # or longer ago than the store keeps it); asked for with ``load(..., echo_digest=…)``
+    echo_sent_at: float | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -51,11 +61,30 @@ class CancelResult:
     order_id: int | None  # the order's number, when found
 
 
+@dataclass(frozen=True, slots=True)
+class SendLease:
+    """Who may call Chat2Desk for a customer right now: one process at a time, so a process whose
+    delivery was handed to another (a failover) finishes its in-flight call before the other one
+    looks up what went out and sends the rest."""
+
+    client_id: str
+    holder: str  # unique per process
+
+
 class StateStore(Protocol):
     """Dialog state and dedupe markers (Redis: :class:`botd.state_store.StateStore`)."""
 
-    async def load(self, client_id: str, message_id: str) -> Loaded:
-        """The dialog's version and state, and the marker if ``message_id`` was processed."""
+    async def load(
+        self, client_id: str, message_id: str, *, echo_digest: str | None = None
+    ) -> Loaded:
+        """The dialog's version and state, and the marker if ``message_id`` was processed;
+        with ``echo_digest`` (:func:`botd.inbound.text_digest`), also when botd last said that
+        text to the customer (``Loaded.echo_sent_at``)."""
+        ...
+
+    async def record_sending(self, client_id: str, texts: tuple[str, ...], now: float) -> None:
+        """Remember that botd is about to send ``texts`` to the customer (at ``now``), so their
+        ``outbox`` echoes are known as botd's own whatever happens to the send's answer."""
         ...
 
     async def commit(
@@ -66,13 +95,27 @@ class StateStore(Protocol):
         expected_version: int,
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
+        now: float | None = None,
     ) -> CommitResult:
         """Store state, bump the version and write the marker with its replies — all or nothing,
-        and only if the version is still ``expected_version`` and the message is not marked."""
+        and only if the version is still ``expected_version`` and the message is not marked.
+        With ``now``, also :meth:`record_sending` the replies (in the same round trip)."""
         ...
 
-    async def mark_sent(self, message_id: str, own_ids: tuple[str, ...] = ()) -> None:
-        """The replies of ``message_id`` went out; ``own_ids`` are the ids Chat2Desk gave them."""
+    async def mark_sent(
+        self, message_id: str, own_ids: tuple[str, ...] = (), *, lease: SendLease | None = None
+    ) -> None:
+        """The replies of ``message_id`` went out; ``own_ids`` are the ids Chat2Desk gave them;
+        ``lease`` is given back."""
+        ...
+
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
+        """Take or renew the customer's send lease: 0.0 when taken, else the seconds another
+        holder's lease still has."""
+        ...
+
+    async def release_send_lease(self, lease: SendLease) -> None:
+        """Give the lease back if it is held by ``lease.holder``."""
         ...
 
 
@@ -88,14 +131,62 @@ class OrderStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a reply goes out: the transport and channel the customer wrote from (None: let
+    Chat2Desk use the customer's last ones)."""
+
+    transport: str | None = None
+    channel_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One reply to send: its text and its stable ``external_id`` (``botd-{message}-{index}``,
+    the same on every redelivery and retry, so a send whose answer was lost can be looked up)."""
+
+    text: str
+    external_id: str | None = None
+
+
+def reply_ids(message_id: str, texts: tuple[str, ...], start: int = 0) -> tuple[Reply, ...]:
+    """The replies of message ``message_id`` with their stable external ids."""
+    return tuple(Reply(text, f"botd-{message_id}-{start + i}") for i, text in enumerate(texts))
+
+
+OWN_EXTERNAL_ID_PREFIX = "botd-"
+
+
 class Sender(Protocol):
     """Sends one reply to a customer (Chat2Desk: :class:`botd.chat_api.Sender`)."""
 
-    async def send(self, client_id: str, text: str) -> str:
-        """Send ``text``; return the message id Chat2Desk gave it ('' if none).
+    async def send(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+        unsure: bool = False,
+        guard: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        """Send ``text``; return the message id Chat2Desk gave it ('' if none). ``unsure``: an
+        earlier attempt may have reached Chat2Desk — look ``external_id`` up before sending.
+        ``guard`` runs right before each call to Chat2Desk (it may wait, or raise DeliveryLost).
 
-        Raises TransientError (worth retrying later) or PermanentError.
+        Raises TransientError (worth retrying later; DeliveryUnknown when it may have gone out)
+        or PermanentError.
         """
+        ...
+
+    async def find_sent(
+        self,
+        client_id: str,
+        external_ids: tuple[str, ...],
+        *,
+        guard: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, str]:
+        """Which of ``external_ids`` Chat2Desk already holds for the customer (id → message id)."""
         ...
 
 
@@ -103,9 +194,17 @@ class Outbox(Protocol):
     """Where replies that could not be sent go (RabbitMQ: :class:`botd.outbox.Outbox`)."""
 
     async def park(
-        self, client_id: str, message_id: str, texts: tuple[str, ...], *, reason: str
+        self,
+        client_id: str,
+        message_id: str,
+        replies: tuple[Reply, ...],
+        *,
+        reason: str,
+        route: Route | None = None,
+        unsure: bool = False,
     ) -> None:
-        """Keep ``texts`` to send later, behind any earlier parked replies to the customer."""
+        """Keep ``replies`` to send later, behind any earlier parked replies to the customer;
+        ``unsure``: the first of them may have reached Chat2Desk already."""
         ...
 
     async def dead_letter(

@@ -7,13 +7,18 @@ first served. :meth:`TokenBucket.pause_until` stops every sender (a 429 from the
 A bucket alone admits up to ``burst + limit`` calls in some 60 s window, so the bucket paces and a
 sliding window over the last 60 s admissions caps: a call goes out only when a token is there *and*
 fewer than ``limit`` calls went out in the last 60 s. Under a backlog the bucket's steady rate is
-exactly ``limit`` per minute, so the cap costs no throughput.
+exactly ``limit`` per 60 s + margin, so the cap costs at most the margin (60/61 of the limit).
+
+:class:`TokenBucket` keeps the rules in one process (tests without Redis); the daemon uses
+:class:`botd.shared_limiter.SharedLimiter`, the same rules kept in Redis for every process of an
+account. Senders see either through :class:`RateLimiter`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -34,6 +39,18 @@ class LimiterStatistics:
     total_wait_seconds: float
     paused_until: float
     pauses: int
+
+
+class RateLimiter(Protocol):
+    """What a sender needs from a limiter."""
+
+    async def acquire(self) -> None:
+        """Wait for permission to make one call."""
+
+    async def pause_for(self, seconds: float) -> None:
+        """Hold every sender for ``seconds`` from now (a 429's Retry-After)."""
+
+    def statistics(self) -> LimiterStatistics: ...
 
 
 class TokenBucket:
@@ -63,6 +80,11 @@ class TokenBucket:
         if deadline > self._paused_until:
             self._paused_until = deadline
             self._pauses += 1
+
+    async def pause_for(self, seconds: float) -> None:
+        """Hold every sender for ``seconds`` from now."""
+        self.pause_until(trio.current_time() + seconds)
+        await trio.lowlevel.checkpoint()
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)

@@ -4,12 +4,15 @@
 Keys (all under ``redis.key_prefix``; ids are validated digit strings):
 - ``dialog:{client_id}`` hash ``v`` (version, never reset) and ``s`` (state JSON, "" when idle),
   TTL ``dialog.state_ttl_seconds``;
+- ``version:{client_id}`` string, the customer's last version: it outlives the dialog
+  (:func:`version_ttl_seconds`), so a returning customer's versions go on from it;
 - ``seen:{message_id}`` hash ``r`` (JSON list of reply texts) and ``sent`` ("0"/"1"),
   TTL ``redis.dedupe_ttl_seconds``.
 
 :meth:`StateStore.commit` is one Lua script: if the message was already processed it does nothing;
 if the dialog's version moved since it was loaded it does nothing; otherwise it stores the new
-state, bumps the version and writes the marker with the replies — all or nothing.
+state, bumps the version (in the dialog and in ``version:``) and writes the marker with the
+replies — all or nothing.
 """
 
 from __future__ import annotations
@@ -25,28 +28,158 @@ import redis.exceptions
 import trio
 
 from botd.bridge import AsyncioBridge
+from botd.broker.topology import QUEUE_TTL_MS
 from botd.config import RedisConfig
 from botd.errors import TransientError
-from botd.ports import CommitResult, Loaded, Marker
+from botd.inbound import text_digest
+from botd.ports import OWN_ECHO_WINDOW_SECONDS, CommitResult, Loaded, Marker, SendLease
 
 __all__ = ["CommitResult", "Loaded", "Marker", "StateStore", "open_state_store"]
 
 log = logging.getLogger("botd.state")
 
+# KEYS: dialog, marker, version. The version is the larger of the dialog's and the ``version:``
+# key's, which outlives the dialog: a customer's versions never repeat (timer ids carry them).
 _COMMIT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local v = math.max(tonumber(redis.call('HGET', KEYS[1], 'v') or '0'),
+                   tonumber(redis.call('GET', KEYS[3]) or '0'))
 if v ~= tonumber(ARGV[1]) then return -1 end
 redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[3], v + 1, 'EX', ARGV[6])
 redis.call('HSET', KEYS[2], 'r', ARGV[4], 'sent', '0')
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 """
 
+# KEYS: the marker, the customer's send lease, then the own ids; ARGV: the own ids' TTL, the
+# lease holder ("" for none): marks the replies sent and gives the lease back if it is ours.
 _MARK_SENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '1') end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
+return 1
+"""
+
+# The send lease (``sending:{client}``): taken (or renewed) by its holder before every Chat2Desk
+# call for the customer; anyone else gets the milliseconds it still has to live.
+_TAKE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+local left = redis.call('PTTL', KEYS[1])
+if left < 1 then return 1 end
+return left
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+def version_ttl_seconds(state_ttl_seconds: int, dedupe_ttl_seconds: int) -> int:
+    """How long a customer's last version outlives their last commit: until every timer set for
+    it has fired (≤ the state TTL), waited out its shard queue's TTL and its dedupe marker has
+    expired. Only then may the versions start again from 0."""
+    return state_ttl_seconds + QUEUE_TTL_MS // 1000 + dedupe_ttl_seconds
+
+
+# The outbox order (docs/design.md §3.5, §4.1). KEYS: the customer's list ``outbox:{client}``
+# (batch ids, oldest first), its hash ``outbox_meta:{client}`` (``p:{id}`` when the batch was
+# parked, ``d:{id}`` the latest time its message can be back in the outbox queue) and the set
+# ``outbox_waiting`` (client → when its oldest waiting batch was parked). The list and the hash
+# get their TTL when created and when an entry leaves (progress) — never from a park alone.
+OUTBOX_TTL_SECONDS = 8 * 24 * 3600  # the outbox's 7 days + the longest wait tier (≤ 1 day)
+
+_OUTBOX_LIB = """
+local function meta_ttl(ttl)
+  if redis.call('TTL', KEYS[2]) == -1 then
+    local left = redis.call('TTL', KEYS[1])
+    redis.call('EXPIRE', KEYS[2], left > 0 and left or ttl)
+  end
+end
+local function follow_head(client, ttl, progress)
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    redis.call('ZREM', KEYS[3], client)
+    return
+  end
+  local parked = redis.call('HGET', KEYS[2], 'p:' .. head)
+  if parked then redis.call('ZADD', KEYS[3], parked, client) end
+  if progress then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
+  end
+end
+"""
+
+# ARGV: id, parked at, due, client, ttl
+_OUTBOX_PUSH = (
+    _OUTBOX_LIB
+    + """
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'p:' .. ARGV[1], ARGV[2], 'd:' .. ARGV[1], ARGV[3])
+if n == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+else
+  meta_ttl(ARGV[5])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[4])
+end
+return n
+"""
+)
+
+# ARGV: id ('' for none), proof ('' for none), margin, now, grace, client, ttl.
+# Drops head entries whose message, by ``proof`` (the earliest time the message being handled
+# can have entered the outbox queue), would have been handled before it: they are in no queue.
+_OUTBOX_CHECK = (
+    _OUTBOX_LIB
+    + """
+local dropped = {}
+local head
+while true do
+  head = redis.call('LINDEX', KEYS[1], 0)
+  if (not head) or head == ARGV[1] then break end
+  local due = redis.call('HGET', KEYS[2], 'd:' .. head)
+  if not due then
+    local now = tonumber(ARGV[4])
+    redis.call('HSET', KEYS[2], 'd:' .. head, now + tonumber(ARGV[5]), 'p:' .. head, now)
+    meta_ttl(ARGV[7])
+    redis.call('ZADD', KEYS[3], 'NX', now, ARGV[6])
+    break
+  end
+  if ARGV[2] == '' or tonumber(due) + tonumber(ARGV[3]) >= tonumber(ARGV[2]) then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('HDEL', KEYS[2], 'd:' .. head, 'p:' .. head)
+  dropped[#dropped + 1] = head
+end
+if #dropped > 0 or not head then follow_head(ARGV[6], ARGV[7], #dropped > 0) end
+return {head or '', dropped}
+"""
+)
+
+# ARGV: id, client, ttl (0: no progress, the TTL stays)
+_OUTBOX_DONE = (
+    _OUTBOX_LIB
+    + """
+local removed = redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('HDEL', KEYS[2], 'd:' .. ARGV[1], 'p:' .. ARGV[1])
+follow_head(ARGV[2], ARGV[3], removed > 0 and ARGV[3] ~= '0')
+return removed
+"""
+)
+
+# KEYS: the meta hash; ARGV: id, due
+_OUTBOX_SEEN = """
+if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], ARGV[2])
 return 1
 """
 
@@ -74,6 +207,9 @@ class StateStore:
     def marker_key(self, message_id: str) -> str:
         return f"{self._config.key_prefix}seen:{message_id}"
 
+    def version_key(self, client_id: str) -> str:
+        return f"{self._config.key_prefix}version:{client_id}"
+
     async def _aio_open(self) -> None:
         self._client = aioredis.Redis.from_url(
             self._config.url,
@@ -83,6 +219,8 @@ class StateStore:
         )
         self._commit = self._client.register_script(_COMMIT)
         self._mark_sent = self._client.register_script(_MARK_SENT)
+        self._take_lease = self._client.register_script(_TAKE_LEASE)
+        self._release_lease = self._client.register_script(_RELEASE_LEASE)
 
     async def _aio_close(self) -> None:
         client, self._client = self._client, None
@@ -111,19 +249,25 @@ class StateStore:
         except (TransientError, trio.TooSlowError):
             return False
 
-    async def load(self, client_id: str, message_id: str) -> Loaded:
-        """The dialog's version and state, and the marker if ``message_id`` was processed."""
+    async def load(
+        self, client_id: str, message_id: str, *, echo_digest: str | None = None
+    ) -> Loaded:
+        """The dialog's version and state, and the marker if ``message_id`` was processed; with
+        ``echo_digest``, when botd last said that text to the customer (``echo_sent_at``)."""
 
-        async def load() -> tuple[Any, Any, Any, Any]:
+        async def load() -> tuple[Any, Any, Any, Any, Any]:
             async with self._c().pipeline(transaction=False) as pipe:
                 pipe.hmget(self.dialog_key(client_id), "v", "s")
+                pipe.get(self.version_key(client_id))
                 pipe.hmget(self.marker_key(message_id), "r", "sent")
                 pipe.llen(self.outbox_key(client_id))
                 pipe.exists(self.own_key(message_id))
-                dialog, marker, pending, own = await pipe.execute()
-            return dialog, marker, pending, own
+                if echo_digest is not None:
+                    pipe.hget(self.said_key(client_id), echo_digest)
+                dialog, last, marker, pending, own, *said = await pipe.execute()
+            return (*dialog, last), marker, pending, own, said[0] if said else None
 
-        (version, state_raw), (replies_raw, sent), pending, own = await self._run(load)
+        (version, state_raw, last), (replies_raw, sent), pending, own, said = await self._run(load)
         marker = None
         if replies_raw is not None:
             marker = Marker(tuple(json.loads(replies_raw)), sent == b"1")
@@ -134,7 +278,14 @@ class StateStore:
                 state = decoded if isinstance(decoded, dict) else None
             except ValueError:
                 log.warning("dialog state of client %s is not JSON; starting over", client_id)
-        return Loaded(int(version or 0), state, marker, int(pending or 0), bool(own))
+        return Loaded(
+            max(int(version or 0), int(last or 0)),  # the dialog's, or the last before it expired
+            state,
+            marker,
+            int(pending or 0),
+            bool(own),
+            None if said is None else float(said),
+        )
 
     async def commit(
         self,
@@ -144,8 +295,12 @@ class StateStore:
         expected_version: int,
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
+        now: float | None = None,
     ) -> CommitResult:
-        """Atomically store the new state and the marker with its replies (see module doc)."""
+        """Atomically store the new state and the marker with its replies (see module doc).
+        With ``now``, the replies' digests go to ``said:`` in the same round trip (before the
+        script, whatever it answers: a step that loses the race is run again and says the same
+        or other texts, and an entry only ever makes an echo count as botd's own)."""
         state_json = json.dumps(state, ensure_ascii=False, separators=(",", ":")) if state else ""
         args = [
             expected_version,
@@ -153,29 +308,89 @@ class StateStore:
             self._state_ttl,
             json.dumps(list(replies), ensure_ascii=False),
             self._config.dedupe_ttl_seconds,
+            version_ttl_seconds(self._state_ttl, self._config.dedupe_ttl_seconds),
+        ]
+
+        keys = [
+            self.dialog_key(client_id),
+            self.marker_key(message_id),
+            self.version_key(client_id),
         ]
 
         async def commit() -> int:
-            return int(
-                await self._commit(
-                    keys=[self.dialog_key(client_id), self.marker_key(message_id)], args=args
-                )
-            )
+            if now is None or not replies:
+                return int(await self._commit(keys=keys, args=args))
+            async with self._c().pipeline(transaction=False) as pipe:
+                self._said(pipe, client_id, replies, now)
+                await self._commit(keys=keys, args=args, client=pipe)
+                *_, result = await pipe.execute()
+            return int(result)
 
         return CommitResult(await self._run(commit))
+
+    def said_key(self, client_id: str) -> str:
+        return f"{self._config.key_prefix}said:{client_id}"
+
+    def _said(self, pipe: Any, client_id: str, texts: tuple[str, ...], now: float) -> None:
+        key = self.said_key(client_id)
+        pipe.hset(key, mapping={text_digest(t): repr(now) for t in texts})
+        pipe.expire(key, OWN_ECHO_WINDOW_SECONDS)
+
+    async def record_sending(self, client_id: str, texts: tuple[str, ...], now: float) -> None:
+        """Remember that botd is about to send ``texts`` to the customer (see ``said:``)."""
+        if not texts:
+            return
+
+        async def record() -> None:
+            async with self._c().pipeline(transaction=False) as pipe:
+                self._said(pipe, client_id, texts, now)
+                await pipe.execute()
+
+        await self._run(record)
 
     def own_key(self, chat2desk_message_id: str) -> str:
         return f"{self._config.key_prefix}own:{chat2desk_message_id}"
 
-    async def mark_sent(self, message_id: str, own_ids: tuple[str, ...] = ()) -> None:
+    async def mark_sent(
+        self, message_id: str, own_ids: tuple[str, ...] = (), *, lease: SendLease | None = None
+    ) -> None:
         """Record that the replies of ``message_id`` went out, and the ids Chat2Desk gave them
-        (so their ``outbox`` webhook echoes are recognised as botd's own, not an operator's)."""
-        keys = [self.marker_key(message_id), *(self.own_key(i) for i in own_ids if i)]
+        (so their ``outbox`` webhook echoes are recognised as botd's own, not an operator's);
+        give ``lease`` back in the same step."""
+        lease_key = self.lease_key(lease.client_id if lease else "-")
+        keys = [
+            self.marker_key(message_id),
+            lease_key,
+            *(self.own_key(i) for i in own_ids if i),
+        ]
+        args = [self._config.dedupe_ttl_seconds, lease.holder if lease else ""]
 
         async def mark() -> None:
-            await self._mark_sent(keys=keys, args=[self._config.dedupe_ttl_seconds])
+            await self._mark_sent(keys=keys, args=args)
 
         await self._run(mark)
+
+    def lease_key(self, client_id: str) -> str:
+        return f"{self._config.key_prefix}sending:{client_id}"
+
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
+        """Take or renew the customer's send lease for ``ttl_seconds``: 0.0 when ``lease`` holds
+        it now, else the seconds another holder's lease still has."""
+        key, ttl_ms = self.lease_key(lease.client_id), max(1, int(ttl_seconds * 1000))
+
+        async def take() -> int:
+            return int(await self._take_lease(keys=[key], args=[lease.holder, ttl_ms]))
+
+        left: int = await self._run(take)
+        return left / 1000.0
+
+    async def release_send_lease(self, lease: SendLease) -> None:
+        key = self.lease_key(lease.client_id)
+
+        async def release() -> None:
+            await self._release_lease(keys=[key], args=[lease.holder])
+
+        await self._run(release)
 
     async def record_own(self, own_ids: tuple[str, ...]) -> None:
         """Remember ids of messages botd sent outside a dialog step (the outbox retrier)."""
@@ -195,27 +410,125 @@ class StateStore:
     def outbox_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}outbox:{client_id}"
 
-    async def outbox_push(self, client_id: str, batch_id: str, *, ttl_seconds: int) -> None:
-        """Record a parked batch at the end of the customer's pending list."""
+    def outbox_meta_key(self, client_id: str) -> str:
+        return f"{self._config.key_prefix}outbox_meta:{client_id}"
 
-        async def push() -> None:
-            async with self._c().pipeline(transaction=True) as pipe:
-                pipe.rpush(self.outbox_key(client_id), batch_id)
-                pipe.expire(self.outbox_key(client_id), ttl_seconds)
-                await pipe.execute()
+    def outbox_waiting_key(self) -> str:
+        return f"{self._config.key_prefix}outbox_waiting"
 
-        await self._run(push)
+    async def _outbox_script(self, source: str, client_id: str, args: list[Any]) -> Any:
+        keys = [self.outbox_key(client_id), self.outbox_meta_key(client_id)]
+        keys.append(self.outbox_waiting_key())
+
+        async def run() -> Any:
+            return await self._c().register_script(source)(keys=keys, args=args)
+
+        return await self._run(run)
+
+    async def outbox_push(
+        self,
+        client_id: str,
+        batch_id: str,
+        *,
+        parked_at: float,
+        due: float,
+        ttl_seconds: int = OUTBOX_TTL_SECONDS,
+    ) -> None:
+        """Record a parked batch at the end of the customer's pending list; its message is in
+        the outbox queue by ``due`` (or never: an orphan). Only a new list gets a TTL."""
+        args = [batch_id, repr(parked_at), repr(due), client_id, ttl_seconds]
+        await self._outbox_script(_OUTBOX_PUSH, client_id, args)
 
     async def outbox_head(self, client_id: str) -> str | None:
         """The oldest pending batch of the customer, or None."""
         head = await self._run(self._c().lindex, self.outbox_key(client_id), 0)
         return None if head is None else bytes(head).decode()
 
-    async def outbox_done(self, client_id: str, batch_id: str) -> None:
-        await self._run(self._c().lrem, self.outbox_key(client_id), 0, batch_id)
+    async def outbox_check_head(
+        self,
+        client_id: str,
+        batch_id: str | None,
+        *,
+        proof: float | None,
+        margin: float,
+        now: float,
+        grace: float,
+        ttl_seconds: int = OUTBOX_TTL_SECONDS,
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The customer's oldest pending batch, after dropping the orphans in front of it.
+
+        ``proof`` is the earliest time the message being handled (``batch_id``, or a probe) can
+        have entered the outbox queue: a head other than ``batch_id`` that was due there more
+        than ``margin`` seconds before would have been handled first — its message is in no
+        queue, and it is dropped. An entry without a due time (parked by an older botd) gets
+        ``now + grace``. Returns (head, dropped ids).
+        """
+        args = [
+            batch_id or "",
+            "" if proof is None else repr(proof),
+            repr(margin),
+            repr(now),
+            repr(grace),
+            client_id,
+            ttl_seconds,
+        ]
+        head, dropped = await self._outbox_script(_OUTBOX_CHECK, client_id, args)
+        return (bytes(head).decode() or None), tuple(bytes(d).decode() for d in dropped)
+
+    async def outbox_seen(self, client_id: str, batch_id: str, *, due: float) -> bool:
+        """The batch's message goes back to a queue: it is in the outbox queue by ``due``.
+        False if the batch is not pending (done, dropped, or never parked: a DLQ replay)."""
+        key = self.outbox_meta_key(client_id)
+
+        async def seen() -> int:
+            return int(
+                await self._c().register_script(_OUTBOX_SEEN)(
+                    keys=[key], args=[batch_id, repr(due)]
+                )
+            )
+
+        return bool(await self._run(seen))
+
+    async def outbox_done(
+        self,
+        client_id: str,
+        batch_id: str,
+        *,
+        progress: bool = True,
+        ttl_seconds: int = OUTBOX_TTL_SECONDS,
+    ) -> None:
+        """The batch left the outbox (sent or dead-lettered: ``progress``, the list lives
+        ``ttl_seconds`` more; or withdrawn after a failed park: not progress)."""
+        args = [batch_id, client_id, ttl_seconds if progress else 0]
+        await self._outbox_script(_OUTBOX_DONE, client_id, args)
 
     async def outbox_pending(self, client_id: str) -> int:
         return int(await self._run(self._c().llen, self.outbox_key(client_id)))
+
+    async def outbox_oldest(self) -> tuple[str, float] | None:
+        """(client, when parked) of the oldest reply still waiting in the outbox, or None."""
+        first = await self._run(self._c().zrange, self.outbox_waiting_key(), 0, 0, False, True)
+        if not first:
+            return None
+        client, parked = first[0]
+        return bytes(client).decode(), float(parked)
+
+    # ---- webhook replays (the web app's SignatureLog, docs/design.md §6.1) ---------------------
+    def replay_key(self, signature: str) -> str:
+        return f"{self._config.key_prefix}replay:{signature}"
+
+    async def signature_seen(self, signature: str) -> bool:
+        """Whether a webhook with this (verified, hex) signature was queued within its TTL."""
+        return bool(await self._run(self._c().exists, self.replay_key(signature)))
+
+    async def remember_signature(self, signature: str, *, ttl_seconds: int) -> None:
+        """Record a queued webhook's signature for ``ttl_seconds`` (SET NX: the first stays)."""
+        key = self.replay_key(signature)
+
+        async def remember() -> None:
+            await self._c().set(key, "1", nx=True, ex=ttl_seconds)
+
+        await self._run(remember)
 
 
 @asynccontextmanager

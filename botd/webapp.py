@@ -5,6 +5,13 @@ The webhook answers ``200 {"status": "queued"}`` only after RabbitMQ confirmed t
 publish; what botd does not act on gets ``200 {"status": "ignored", "reason": …}``; bad requests
 get ``{"status": "error", "reason": …}`` with 400 / 401 / 404 / 405 / 413 / 415, and 503 while the
 broker is unavailable or botd is draining. Nothing is queued unless the answer is "queued".
+
+With a signed timestamp (``hmac_timestamp_header``), a request whose signature was already
+queued is answered ``200 {"status": "duplicate"}`` and not queued again (a replay); the
+signatures are remembered in Redis after the confirm, and a Redis that does not answer within
+:data:`REPLAY_CHECK_SECONDS` lets the request through (the consumer's dedupe still holds).
+
+The path token never reaches a log line: paths are logged through :func:`loggable_path`.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol
 
-from quart import Response, g, request
+import trio
+from quart import Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +43,22 @@ log = logging.getLogger("botd.webhook")
 
 WEBHOOK_PATH = "/webhook/chat2desk"
 JSON = "application/json"
+# How long the replay check may wait for Redis, each way (look-up, record) before botd goes on
+# without it: a slow Redis must not turn webhooks into 503s.
+REPLAY_CHECK_SECONDS = 0.5
+
+
+class SignatureLog(Protocol):
+    """Signatures of queued webhooks, for replay detection (Redis:
+    :class:`botd.state_store.StateStore`). Both raise TransientError when Redis is unavailable."""
+
+    async def signature_seen(self, signature: str) -> bool:
+        """Whether a webhook with this signature was queued within its TTL."""
+        ...
+
+    async def remember_signature(self, signature: str, *, ttl_seconds: int) -> None:
+        """Record a queued webhook's signature for ``ttl_seconds`` (the first record stays)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +71,35 @@ class WebDeps:
     readiness: Callable[[], Awaitable[dict[str, bool]]]
     is_draining: Callable[[], bool]
     metrics: Metrics
+    # Replay detection when ``config.hmac_timestamp_header`` is set; the daemon always gives
+    # one, and None (app tests about something else) checks no replays.
+    signatures: SignatureLog | None = None
+
+
+def loggable_path(path: str) -> str:
+    """``path`` fit for a log line: anything after the webhook path (the path token, or a
+    guess at it) is replaced by ``***``."""
+    if path.startswith(WEBHOOK_PATH + "/"):
+        return WEBHOOK_PATH + "/***"
+    return path
+
+
+class _App(QuartTrio):
+    """Quart-Trio whose own error log (an exception outside botd's handlers) hides the token."""
+
+    def log_exception(
+        self,
+        exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        if not has_request_context():
+            super().log_exception(exception_info)
+            return
+        self.logger.error(
+            "Exception on request %s %s",
+            request.method,
+            loggable_path(request.path),
+            exc_info=exception_info,
+        )
 
 
 def _answer(status: int, payload: dict[str, str]) -> Response:
@@ -52,6 +107,7 @@ def _answer(status: int, payload: dict[str, str]) -> Response:
 
 
 _QUEUED = json.dumps({"status": "queued"})
+_DUPLICATE = json.dumps({"status": "duplicate"})
 
 
 def _error(status: int, reason: str) -> Response:
@@ -76,12 +132,18 @@ def verify_signature(
     """
     if not signature:
         return False
+    signed = body if timestamp is None else timestamp.encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), normalised_signature(signature).encode())
+
+
+def normalised_signature(signature: str) -> str:
+    """The hex digest of a signature header, however it is written (``sha256=``, case, spaces):
+    after :func:`verify_signature` accepted it, the id of the signed request."""
     signature = signature.strip()
     if signature.lower().startswith("sha256="):
         signature = signature[7:]
-    signed = body if timestamp is None else timestamp.encode() + b"." + body
-    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signature.lower().encode())
+    return signature.lower()
 
 
 def check_signature(cfg: WebhookConfig, body: bytes, headers: Any, now: float) -> str | None:
@@ -107,7 +169,7 @@ def check_signature(cfg: WebhookConfig, body: bytes, headers: Any, now: float) -
 
 
 def create_app(deps: WebDeps) -> QuartTrio:
-    app = QuartTrio("botd")
+    app = _App("botd")
     cfg = deps.config
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     # A body that trickles in is cut at the same read timeout as an idle connection; a
@@ -149,6 +211,42 @@ def create_app(deps: WebDeps) -> QuartTrio:
     def answered(code: int, started: float) -> None:
         metrics.webhook_answered(code, time.perf_counter() - started)
 
+    # Replays: only a signed timestamp makes a signature unique to one sending; it is accepted
+    # for hmac_tolerance_seconds either side of its time, so it is remembered twice that long.
+    signatures = deps.signatures if cfg.hmac_secret and cfg.hmac_timestamp_header else None
+    replay_ttl_seconds = 2 * cfg.hmac_tolerance_seconds
+
+    async def bounded(
+        what: str, message_id: str, call: Callable[[], Awaitable[bool | None]]
+    ) -> bool | None:
+        """``call()`` within REPLAY_CHECK_SECONDS; None (with a warning) when Redis cannot."""
+        reason = f"Redis did not answer within {REPLAY_CHECK_SECONDS} s"
+        with trio.move_on_after(REPLAY_CHECK_SECONDS):
+            try:
+                return await call()
+            except TransientError as exc:
+                reason = str(exc)
+        log.warning(
+            "replay %s of webhook message %s skipped (%s); the consumer still drops a repeated "
+            "message_id",
+            what,
+            message_id,
+            reason,
+        )
+        return None
+
+    async def already_queued(signature: str, message_id: str) -> bool:
+        """Whether this signed request was queued before (False when Redis cannot tell in time)."""
+        if signatures is None:
+            return False
+        call = partial(signatures.signature_seen, signature)
+        return bool(await bounded("check", message_id, call))
+
+    async def record_queued(signature: str, message_id: str) -> None:
+        if signatures is not None:
+            call = partial(signatures.remember_signature, signature, ttl_seconds=replay_ttl_seconds)
+            await bounded("record", message_id, call)
+
     async def handle_webhook() -> Response:
         started = time.perf_counter()
         if deps.is_draining():
@@ -178,6 +276,14 @@ def create_app(deps: WebDeps) -> QuartTrio:
             metrics.ignored(verdict.kind)
             answered(200, started)
             return _answer(200, {"status": "ignored", "reason": verdict.reason})
+        signature = normalised_signature(request.headers.get(cfg.hmac_header, ""))
+        if await already_queued(signature, verdict.message_id):
+            log.info(
+                "webhook message %s: a replay of a queued request; not queued again",
+                verdict.message_id,
+            )
+            answered(200, started)
+            return Response(_DUPLICATE, status=200, content_type=JSON)
         shard = shard_of(verdict.client_id, deps.shards)
         try:
             await deps.publish(shard, encode_queued(verdict))
@@ -185,6 +291,9 @@ def create_app(deps: WebDeps) -> QuartTrio:
             log.warning("webhook message %s not queued: %s", verdict.message_id, exc)
             answered(503, started)
             return _error(503, "message broker unavailable; retry later")
+        # Only now: a signature recorded before the confirm would turn the retry of a request
+        # that was never queued into a "duplicate", and lose it.
+        await record_queued(signature, verdict.message_id)
         answered(200, started)
         return Response(_QUEUED, status=200, content_type=JSON)
 
@@ -257,7 +366,9 @@ def create_app(deps: WebDeps) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
+        log.exception(
+            "unexpected error answering %s %s", request.method, loggable_path(request.path)
+        )
         return _error(500, "internal error")
 
     return app

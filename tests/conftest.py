@@ -139,6 +139,8 @@ def make_config(
     def build(**overrides: str) -> Config:
         env = {
             "BOTD_WEBHOOK_PORT": "0",
+            # loopback only; the tests about authentication set a path token or a secret
+            "BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED": "true",
             "BOTD_RABBITMQ_URL": amqp_vhost_url,
             "BOTD_RABBITMQ_QUEUE_PREFIX": queue_prefix,
             "BOTD_RABBITMQ_SHARDS": "2",

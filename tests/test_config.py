@@ -4,6 +4,7 @@ masking, CLI."""
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -471,3 +472,107 @@ def test_run_refuses_an_empty_chat2desk_token_naming_the_key(
     assert cli.main(["run"]) == 2  # defaults: no token; botd would never start the daemon
     err = capsys.readouterr().err
     assert "chat2desk.token" in err and "BOTD_CHAT2DESK_TOKEN" in err
+
+
+# ---- what botd run refuses to serve (the webhook's authentication) --------------------------
+
+TOKEN_16 = "abcdefghij-_0123"  # the shortest path token accepted
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
+    """``botd run`` records the config it would serve with instead of starting the daemon."""
+    configs: list[Config] = []
+
+    async def run(config: Config) -> None:
+        configs.append(config)
+
+    monkeypatch.setattr(daemon, "run", run)
+    return configs
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BOTD_WEBHOOK_PATH_TOKEN": TOKEN_16},
+        {"BOTD_WEBHOOK_HMAC_SECRET": "hmac-secret-1"},
+        {"BOTD_WEBHOOK_HMAC_SECRET": "hmac-secret-1", "BOTD_WEBHOOK_HMAC_TIMESTAMP_HEADER": "X-Ts"},
+        {"BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED": "true"},
+    ],
+)
+def test_run_serves_a_webhook_with_authentication_or_explicitly_without(
+    env: dict[str, str],
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    started: list[Config],
+) -> None:
+    monkeypatch.setenv("BOTD_CHAT2DESK_TOKEN", "tok-123")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == 0
+    assert len(started) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            {},
+            [
+                "webhook.path_token",
+                "BOTD_WEBHOOK_PATH_TOKEN",
+                "webhook.hmac_secret",
+                "BOTD_WEBHOOK_HMAC_SECRET",
+                ">= 16 random characters",
+                "webhook.allow_unauthenticated = true",
+                "BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED=true",
+            ],
+        ),
+        ({"BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED": "false"}, ["webhook.allow_unauthenticated"]),
+        ({"BOTD_WEBHOOK_HMAC_SECRET": "   "}, ["webhook.hmac_secret"]),
+        ({"BOTD_WEBHOOK_HOST": "0.0.0.0"}, ["webhook.path_token"]),
+        (
+            {"BOTD_WEBHOOK_PATH_TOKEN": TOKEN_16, "BOTD_WEBHOOK_HMAC_TIMESTAMP_HEADER": "X-Ts"},
+            ["webhook.hmac_timestamp_header", "BOTD_WEBHOOK_HMAC_SECRET"],
+        ),
+        ({"BOTD_WEBHOOK_PATH_TOKEN": TOKEN_16[:-1]}, ["BOTD_WEBHOOK_PATH_TOKEN", "at least 16"]),
+    ],
+)
+def test_run_refuses_a_webhook_without_authentication_naming_the_keys_and_the_fix(
+    env: dict[str, str],
+    words: list[str],
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    started: list[Config],
+) -> None:
+    monkeypatch.setenv("BOTD_CHAT2DESK_TOKEN", "tok-123")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == 2
+    assert started == [], "botd run started the daemon"
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+    assert TOKEN_16[:-1] not in err  # a refused token is not echoed either
+
+
+def test_run_reports_every_refusal_at_once(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], started: list[Config]
+) -> None:
+    assert cli.main(["run"]) == 2  # the defaults: no Chat2Desk token, no authentication
+    err = capsys.readouterr().err
+    assert "BOTD_CHAT2DESK_TOKEN" in err and "BOTD_WEBHOOK_PATH_TOKEN" in err
+    assert started == []
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["chat", "--script", "-"]])
+def test_commands_that_serve_no_webhook_need_no_authentication(
+    command: list[str],
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "Здравствуйте"}\n'))
+    assert cli.main(command) == 0, capsys.readouterr().err

@@ -29,7 +29,7 @@ from botd.testing.fake_chat2desk import FakeChat2Desk
 from tests.helpers import inbox_payload, post_webhook, subprocess_env
 
 GREETING = "Привет"
-REJECTED_400, REJECTED_401, POISON_CLIENT, EXPIRED_CLIENT = 6101, 6102, 6103, 6104
+REJECTED_400, REJECTED_404, POISON_CLIENT, EXPIRED_CLIENT = 6101, 6102, 6103, 6104
 BOT_GREETING = render(Reply("greeting"), "ru")  # the bot's first reply of every dialog
 
 
@@ -68,13 +68,13 @@ async def dlq_depth(running: Running) -> int:
 async def populate(running: Running, fake: FakeChat2Desk) -> None:
     """Four DLQ messages, one of each origin:
 
-    - two replies the API refused for good (400, 401) — dead-lettered by botd;
+    - two replies the API refused for good (400, 404) — dead-lettered by botd;
     - a malformed customer message, rejected by the consumer — dead-lettered by the broker;
     - a parked batch that expired in the outbox (as the broker dead-letters it).
     """
     broker = running.broker
     async with httpx.AsyncClient() as http:
-        for client, status in ((REJECTED_400, 400), (REJECTED_401, 401)):
+        for client, status in ((REJECTED_400, 400), (REJECTED_404, 404)):
             fake.reject_next(1, status=status)
             handled = running.consumers.handled
             response = await post_webhook(http, running.url, inbox_payload(client, GREETING))
@@ -146,7 +146,7 @@ async def test_list_shows_id_customer_age_reason_attempts(
     poison_shard = f"{prefix}.shard.{shard_of(str(POISON_CLIENT), 2)}"
     expected = {
         str(REJECTED_400): ("reply", "1", "chat2desk answered 400: Validation failed"),
-        str(REJECTED_401): ("reply", "1", "chat2desk answered 401: You need to auth"),
+        str(REJECTED_404): ("reply", "1", "chat2desk answered 404: Page not found"),
         str(POISON_CLIENT): ("message", "-", f"rejected (×1) in {poison_shard}"),
         str(EXPIRED_CLIENT): ("outbox", "50", f"expired in {prefix}.outbox"),
     }  # fmt: skip
@@ -245,7 +245,7 @@ async def test_replay_all(running: Running, fake: FakeChat2Desk, config: Config)
             await fake.wait_for_deliveries(len(fake.delivered()) + 1)
     greeting = BOT_GREETING
     assert fake.texts_for(REJECTED_400).count(greeting) == 1
-    assert fake.texts_for(REJECTED_401).count(greeting) == 1
+    assert fake.texts_for(REJECTED_404).count(greeting) == 1
     assert fake.texts_for(EXPIRED_CLIENT) == ["expired reply one", "expired reply two"]
     assert (await listed(config)).keys() == {str(POISON_CLIENT)}
 

@@ -3,6 +3,8 @@
 - a whole dialog (three phone spellings, an address, a failed send that is retried) through the
   running daemon, logged at DEBUG both as production does (``logs.configure``, JSON to stderr)
   and as pytest captures every logger: no raw phone number or address anywhere;
+- the webhook's path token (and wrong guesses at it) in no log line, also when the app reports
+  an unexpected error for a request on the token path;
 - ``botd check-config`` and its error output never print a token, secret or password, whatever
   form the password is written in; errors name the key, the bad value and the fix.
 """
@@ -13,18 +15,22 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
-from botd import cli, logs
-from botd.config import Config
-from botd.daemon import Running
+from botd import cli, daemon, logs
+from botd.config import Config, WebhookConfig
+from botd.daemon import Running, _hypercorn_config
 from botd.logs import JsonFormatter, TextFormatter
+from botd.metrics import Metrics
 from botd.testing.fake_chat2desk import FakeChat2Desk
+from botd.webapp import WEBHOOK_PATH, WebDeps, create_app
+from tests.conftest import delete_queues
 from tests.helpers import inbox_payload, orders, post_webhook
 
 ADDRESS = "ул. Токтогула 125, кв. 4"
@@ -114,6 +120,100 @@ async def test_a_whole_dialog_logs_no_phone_and_no_address(
     for needle in PERSONAL:
         leaked = [line for line in rendered if needle in line]
         assert leaked == [], (needle, leaked[:3])
+
+
+# ---- the webhook's path token --------------------------------------------------------------
+
+PATH_TOKEN = "pAtH-t0ken_" + "q7" * 8
+WRONG_TOKENS = (PATH_TOKEN[:-1] + "X", "guessed-token-0123456789", PATH_TOKEN + "extra")
+
+
+def rendered_lines(production_log: io.StringIO, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every log line as production writes it (JSON on stderr) and as both formatters render
+    each captured record."""
+    json_fmt, text_fmt = JsonFormatter(), TextFormatter()
+    return [
+        *production_log.getvalue().splitlines(),
+        *(json_fmt.format(r) for r in caplog.records),
+        *(text_fmt.format(r) for r in caplog.records),
+        *(repr(r.args) for r in caplog.records),
+    ]
+
+
+async def test_the_path_token_is_in_no_log_line(
+    make_config: Callable[..., Config],
+    production_log: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The right path, wrong tokens, and refusals on the token path (405, 413, 431): neither
+    the token nor a guess at it reaches a log line, whatever logs (the access log included)."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("hypercorn.access", "hypercorn.error", "quart.app"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    cfg = make_config(webhook_path_token=PATH_TOKEN, webhook_max_body_bytes="1024")
+    assert _hypercorn_config(cfg).accesslog is None  # Hypercorn's access log prints the path
+    url = f"{WEBHOOK_PATH}/{PATH_TOKEN}"
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        running: Running = await nursery.start(partial(daemon.serve, cfg, stop=stop))
+        try:
+            async with httpx.AsyncClient(base_url=running.url) as client:
+                body = inbox_payload(9201, "Здравствуйте")
+                ok = await client.post(url, json=body)
+                assert ok.json() == {"status": "queued"}
+                with trio.fail_after(15):
+                    await running.consumers.wait_handled(1)
+                for wrong in WRONG_TOKENS:
+                    answer = await client.post(f"{WEBHOOK_PATH}/{wrong}", json=body)
+                    assert answer.status_code == 404
+                assert (await client.get(url)).status_code == 405
+                assert (await client.post(url, content=b" " * 2000)).status_code == 413
+                big_head = {"X-Pad": "p" * 20000}
+                assert (await client.post(url, json=body, headers=big_head)).status_code == 431
+        finally:
+            stop.set()
+    await delete_queues(cfg)
+    rendered = rendered_lines(production_log, caplog)
+    assert any("ready" in line for line in rendered), "nothing was logged"
+    for secret in (PATH_TOKEN, *WRONG_TOKENS, PATH_TOKEN[:12]):
+        leaked = [line for line in rendered if secret in line]
+        assert leaked == [], (secret, leaked[:3])
+
+
+async def test_an_unexpected_error_names_the_webhook_path_without_its_token(
+    production_log: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def publish(shard: int, body: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    async def readiness() -> dict[str, bool]:
+        return {}
+
+    app = create_app(
+        WebDeps(
+            config=WebhookConfig(path_token=PATH_TOKEN),
+            shards=1,
+            publish=publish,
+            readiness=readiness,
+            is_draining=lambda: False,
+            metrics=Metrics(),
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    path = f"{WEBHOOK_PATH}/{PATH_TOKEN}"
+    response = await app.test_client().post(path, json=inbox_payload(9202, "hi"))
+    assert response.status_code == 500
+    # Quart's own report of an exception no handler took (e.g. in an after-request function)
+    async with app.test_request_context(path, method="POST"):
+        try:
+            raise RuntimeError("another bug")
+        except RuntimeError:
+            app.log_exception(sys.exc_info())
+    rendered = rendered_lines(production_log, caplog)
+    logged = [line for line in rendered if f"POST {WEBHOOK_PATH}/***" in line]
+    assert len(logged) >= 2, rendered  # both errors name the request, the token masked
+    leaked = [line for line in rendered if PATH_TOKEN in line]
+    assert leaked == [], leaked[:3]
 
 
 # ---- secrets in the CLI's output -----------------------------------------------------------

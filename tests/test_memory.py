@@ -16,8 +16,10 @@ from botd.memory import (
     MemoryStateStore,
     MemoryTimers,
     timer_message_id,
+    version_ttl_seconds,
 )
-from botd.ports import CancelOutcome, CancelResult, CommitResult, Marker
+from botd.ports import CancelOutcome, CancelResult, CommitResult, Marker, reply_ids
+from botd.state_store import version_ttl_seconds as real_version_ttl_seconds
 from botd.timers import timer_message_id as real_timer_message_id
 
 
@@ -89,10 +91,34 @@ async def test_state_store_ttls_on_its_clock() -> None:
     assert (await store.load("c1", "m1")).version == 1
     clock.now += 1
     loaded = await store.load("c1", "m1")
-    assert (loaded.version, loaded.state) == (0, None)  # the dialog expired: version from 0
+    # the dialog expired; its version did not: the next dialog goes on from it
+    assert (loaded.version, loaded.state) == (1, None)
     assert loaded.marker is not None  # the marker lives longer
     clock.now += 400
     assert (await store.load("c1", "m1")).marker is None
+
+
+async def test_state_store_versions_never_repeat_after_the_dialog_expired() -> None:
+    clock = Clock()
+    store = MemoryStateStore(clock=clock, state_ttl_seconds=100, dedupe_ttl_seconds=500)
+    seen = []
+    for dialog in range(3):  # three dialogs, each expiring after two steps
+        for step in range(2):
+            loaded = await store.load("c1", f"m{dialog}-{step}")
+            state = {"dialog": dialog, "step": step}
+            result = await store.commit(
+                "c1", f"m{dialog}-{step}", expected_version=loaded.version, state=state, replies=()
+            )
+            assert result is CommitResult.COMMITTED
+            seen.append(store.version_of("c1"))
+        clock.now += 100
+        assert store.state_of("c1") is None
+    assert seen == [1, 2, 3, 4, 5, 6]
+    # forgotten only when nothing can carry an old version any more (Redis ``version:`` TTL)
+    clock.now += version_ttl_seconds(100, 500) - 100 - 1
+    assert store.version_of("c1") == 6
+    clock.now += 1
+    assert store.version_of("c1") == 0
 
 
 async def test_order_store_places_once_and_cancels_by_the_rules() -> None:
@@ -139,11 +165,12 @@ async def test_sender_records_prints_and_fails_on_request() -> None:
 async def test_outbox_records_and_counts_pending() -> None:
     store = MemoryStateStore()
     outbox = MemoryOutbox(store)
-    await outbox.park("c1", "m1", ("a", "b"), reason="down")
+    await outbox.park("c1", "m1", reply_ids("m1", ("a", "b")), reason="down")
     await outbox.dead_letter("c1", "m1", "c", reason="refused", attempts=1)
     assert (await store.load("c1", "m2")).outbox_pending == 1
     ((batch_id, parked),) = outbox.parked
     assert (parked.texts, parked.reason) == (("a", "b"), "down")
+    assert parked.external_ids == ("botd-m1-0", "botd-m1-1")
     assert [(d.text, d.reason, d.attempts) for d in outbox.dead] == [("c", "refused", 1)]
     outbox.done(batch_id)
     assert (await store.load("c1", "m2")).outbox_pending == 0
@@ -173,3 +200,7 @@ async def test_timers_come_due_in_order_on_the_clock() -> None:
 
 def test_timer_ids_are_those_of_the_real_timers() -> None:
     assert timer_message_id("reminder", "42", 7) == real_timer_message_id("reminder", "42", 7)
+
+
+def test_version_ttl_is_that_of_the_real_store() -> None:
+    assert version_ttl_seconds(86400, 172800) == real_version_ttl_seconds(86400, 172800)

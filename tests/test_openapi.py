@@ -21,9 +21,20 @@ import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from botd import __version__
+from botd.bridge import AsyncioBridge
+from botd.config import RedisConfig
 from botd.openapi import spec
+from botd.state_store import open_state_store
 from botd.webapp import WEBHOOK_PATH
-from tests.test_webhook import AppUnderTest, call, make_app
+from tests.conftest import REDIS_URL
+from tests.test_webhook import (
+    AppUnderTest,
+    body_of,
+    call,
+    make_app,
+    replay_app,
+    signed_headers,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 TOKEN = "T" * 24
@@ -129,3 +140,22 @@ async def test_every_answer_the_webhook_gives_is_documented() -> None:
         assert str(answer.status) == code, (code, answer)
         assert code in documented, code
     assert set(answers) == documented
+
+
+async def test_every_status_word_the_webhook_answers_is_in_the_answer_schema(
+    bridge: AsyncioBridge, redis_prefix: str
+) -> None:
+    """queued, ignored, error, and duplicate (a replay of a signed request, real Redis)."""
+    documented = spec()["components"]["schemas"]["Answer"]["properties"]["status"]["enum"]
+    said = {(await call(make_app(), b'{"type": "system", "hook_type": "outbox"}')).json["status"]}
+    said.add((await call(make_app(), b"[]")).json["status"])
+    redis_config = RedisConfig(url=REDIS_URL, key_prefix=redis_prefix)
+    async with open_state_store(bridge, redis_config, state_ttl_seconds=60) as store:
+        under = replay_app(store)
+        body = body_of()
+        headers = signed_headers(body)
+        for _ in range(2):
+            said.add((await call(under, body, headers=headers)).json["status"])
+    assert said == {"ignored", "error", "queued", "duplicate"}
+    assert set(documented) == said
+    assert "duplicate" in spec()["paths"][WEBHOOK_PATH]["post"]["responses"]["200"]["description"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ import socket
 import statistics
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,12 +35,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from botd import __version__, daemon, systemd
 from botd.bridge import open_bridge
-from botd.broker import layout, open_broker
-from botd.config import Config
-from botd.consumer import ShardConsumers
+from botd.broker import Delivery, layout, open_broker
+from botd.chat_api import RateLimited, Sender
+from botd.config import Chat2DeskConfig, Config
+from botd.consumer import ConsumerStatistics, Outcome, ShardConsumers
+from botd.errors import TransientError
 from botd.health import HealthMonitor
-from botd.inbound import shard_of
+from botd.inbound import QueuedMessage, encode_queued, shard_of
 from botd.order_store import open_order_store
+from botd.ratelimit import TokenBucket
 from botd.state_store import open_state_store
 from botd.testing.fake_chat2desk import FakeChat2Desk
 from botd.testing.process import BotdProcess, start_botd
@@ -195,13 +199,15 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
         launched = trio.current_time()  # no ping can be older than the process
         proc = await start_botd(nursery, config, extra_env={"WATCHDOG_USEC": "2000000"})
-        # READY=1 arrives only when everything is up: /ready already says so.
+        # With every service up, READY=1 arrives only when everything is: /ready already says so.
         ready_answer = await client.get(f"{proc.url}/ready")
         assert ready_answer.status_code == 200, ready_answer.text
         assert ready_answer.json()["status"] == "ready"
-        first = fields(proc.notifications[0])
-        assert first["READY"] == "1", proc.notifications
-        assert first["STATUS"] == f"ready: 2 shards, outbox 0, dlq 0, webhook {proc.url}"
+        # First the webhook listens (and says where), then READY=1.
+        assert fields(proc.notifications[0]) == {"STATUS": f"starting: webhook {proc.url}"}
+        ready = fields(proc.notifications[1])
+        assert ready["READY"] == "1", proc.notifications
+        assert ready["STATUS"] == f"ready: 2 shards, outbox 0, dlq 0, webhook {proc.url}"
         assert sum("READY=1" in m for m in proc.notifications) == 1
 
         # WATCHDOG_USEC=2 s → a ping (with a fresh STATUS line) about every second.
@@ -222,7 +228,9 @@ async def test_daemon_notifies_ready_status_watchdog_and_stopping(
         assert statistics.median(gaps) < 2 * interval, gaps
         assert arrivals[-1] - start < 5.0
         pings = [fields(m) for m in proc.notifications if "WATCHDOG=1" in m]
-        assert all(p["STATUS"] == "ready: 2 shards, outbox 0, dlq 0" for p in pings), pings
+        assert all(p == {"WATCHDOG": "1"} for p in pings), pings
+        statuses = [fields(m)["STATUS"] for m in proc.notifications[2:] if "STATUS=" in m]
+        assert statuses and set(statuses) == {"ready: 2 shards, outbox 0, dlq 0"}, statuses
 
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
@@ -241,81 +249,219 @@ class _StubBroker:
 
 
 class _StubPing:
+    def __init__(self) -> None:
+        self.up = True
+
     async def ping(self) -> bool:
-        return True
+        return self.up
 
 
 class _StubConsumers:
     subscribed = frozenset({0, 1})
 
+    def __init__(self) -> None:
+        self.stuck: tuple[int, ...] = ()
+
     def stuck_shards(self, seconds: float) -> tuple[int, ...]:
-        return ()
+        return self.stuck
 
 
 class _StubBridge:
+    """Runs the call at once, or never answers while ``hung`` (an asyncio loop that hangs)."""
+
+    def __init__(self) -> None:
+        self.hung = False
+
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.hung:
+            await trio.sleep_forever()
         return await fn(*args)
 
 
-async def test_watchdog_pings_stop_after_grace_when_broker_stays_down(
+async def test_watchdog_pings_go_on_through_an_hours_long_outage_and_stop_only_when_hung(
     monkeypatch: pytest.MonkeyPatch,
     short_tmp: str,
     autojump_clock: trio.testing.MockClock,
     no_systemd: None,
 ) -> None:
-    """HealthMonitor.serve on a virtual clock: pings while healthy and for ``grace`` seconds of
-    trouble, none after that (systemd restarts botd), and again once the broker is back."""
-    broker = _StubBroker()
+    """HealthMonitor.serve on a virtual clock: RabbitMQ, Redis and PostgreSQL down for three
+    hours do not stop the pings (STATUS= says what is down); an asyncio loop that does not answer
+    or a stuck shard stops them, and they resume once it answers again."""
+    broker, redis, postgres = _StubBroker(), _StubPing(), _StubPing()
+    bridge, consumers = _StubBridge(), _StubConsumers()
     monitor = HealthMonitor(
-        bridge=cast(Any, _StubBridge()),
+        bridge=cast(Any, bridge),
         broker=cast(Any, broker),
-        store=cast(Any, _StubPing()),
-        orders=cast(Any, _StubPing()),
-        consumers=cast(Any, _StubConsumers()),
+        store=cast(Any, redis),
+        orders=cast(Any, postgres),
+        consumers=cast(Any, consumers),
         shards=2,
         interval=5.0,
-        grace=5.0,
         clock=trio.current_time,
     )
     address = os.path.join(short_tmp, "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", address)
-    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # checks every 1 s (half of it)
-    with notify_socket(address) as sock:
+    monkeypatch.setenv("WATCHDOG_USEC", "10000000")  # a ping every 5 s (half of it)
+    received: list[tuple[float, dict[str, str]]] = []
+
+    def pings(since: float, until: float = math.inf) -> list[float]:
+        return [t for t, f in received if "WATCHDOG" in f and since <= t < until]
+
+    def statuses(since: float) -> list[str]:
+        return [f["STATUS"] for t, f in received if "STATUS" in f and t >= since]
+
+    async def listen(sock: trio.socket.SocketType) -> None:
+        while True:
+            datagram = await sock.recv(4096)
+            received.append((trio.current_time(), fields(datagram.decode())))
+
+    with notify_socket(address) as raw:
         async with trio.open_nursery() as nursery:
-            await nursery.start(monitor.serve)  # checks at t = 0, 1, 2, …
-            await trio.sleep(3.5)
-            healthy = drain_socket(sock)
-            assert len(healthy) == 4
-            assert all(
-                fields(m) == {"STATUS": "ready: 2 shards, outbox 0, dlq 0", "WATCHDOG": "1"}
-                for m in healthy
-            ), healthy
+            nursery.start_soon(listen, trio.socket.from_stdlib_socket(raw))
+            await nursery.start(monitor.serve)
+            await trio.sleep(12.5)
+            assert pings(0) == [0.0, 5.0, 10.0]
+            assert statuses(0) == ["ready: 2 shards, outbox 0, dlq 0"] * 3
 
-            broker.connected = False  # down from t = 4 on; grace ends at t = 9
-            await trio.sleep(4.0)
-            within_grace = drain_socket(sock)
-            assert [fields(m) for m in within_grace] == [
-                {"STATUS": "degraded (rabbitmq): 2 shards, outbox ?, dlq ?", "WATCHDOG": "1"}
-            ] * 4
-            assert monitor.watchdog_ok(monitor.snapshot)
+            outage = trio.current_time()
+            broker.connected = redis.up = postgres.up = False
+            await trio.sleep(3 * 3600)
+            during = pings(outage)
+            assert len(during) >= 3 * 3600 / 5 - 1, len(during)
+            assert max(b - a for a, b in itertools.pairwise(during)) <= 5.0 + 1e-6
+            assert set(statuses(outage)) == {
+                "degraded (rabbitmq, redis, postgres): 2 shards, outbox ?, dlq ?"
+            }
+            assert await monitor.hung() == ()
 
-            await trio.sleep(4.0)  # t = 8 (still within grace), then 9, 10, 11: no pings
-            after_grace = [fields(m) for m in drain_socket(sock)]
-            assert [("WATCHDOG" in f) for f in after_grace] == [True, False, False, False]
-            assert all(f["STATUS"].startswith("degraded (rabbitmq)") for f in after_grace)
-            assert not monitor.watchdog_ok(monitor.snapshot)
+            bridge.hung = True  # the asyncio loop stops answering: a hung process
+            hung_at = trio.current_time()
+            await trio.sleep(60)
+            assert pings(hung_at + 5.0) == [], pings(hung_at)
+            assert await monitor.hung() == ("asyncio loop not answering",)
+            bridge.hung = False
+            back = trio.current_time()
+            await trio.sleep(12.5)
+            assert len(pings(back)) >= 2
 
-            broker.connected = True
-            await trio.sleep(2.0)
-            recovered = [fields(m) for m in drain_socket(sock)]
-            assert recovered and all(f.get("WATCHDOG") == "1" for f in recovered), recovered
-            assert monitor.snapshot.unhealthy_since is None
+            consumers.stuck = (1,)  # a shard without progress, not waiting on purpose
+            stuck_at = trio.current_time()
+            await trio.sleep(60)
+            assert pings(stuck_at + 5.0) == [], pings(stuck_at)
+            assert await monitor.hung() == ("stuck shards 1",)
+            consumers.stuck = ()
+            back = trio.current_time()
+            await trio.sleep(12.5)
+            assert len(pings(back)) >= 2
             nursery.cancel_scope.cancel()
+
+
+class _ShardQueues:
+    """Stands in for the broker under ShardConsumers: one in-memory queue per shard, always
+    connected; acks are recorded."""
+
+    def __init__(self, shards: int) -> None:
+        self.topology = SimpleNamespace(shards=shards, shard=lambda i: f"shard.{i}")
+        self._queues = {
+            f"shard.{i}": trio.open_memory_channel[Delivery](math.inf) for i in range(shards)
+        }
+        self.acked: list[int] = []
+
+    def put(self, shard: int, text: str) -> None:
+        message = QueuedMessage(
+            message_id=str(shard), client_id=str(700 + shard), text=text, received_at=0.0
+        )
+        self._queues[f"shard.{shard}"][0].send_nowait(
+            Delivery(encode_queued(message), shard, False, {})
+        )
+
+    async def wait_connected(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    @asynccontextmanager
+    async def subscribe(self, queue: str, *, prefetch: int) -> AsyncIterator[Any]:
+        receive = self._queues[queue][1]
+        acked = self.acked
+
+        class Sub:
+            def is_open(self) -> bool:
+                return True
+
+            async def receive(self) -> Delivery:
+                return await receive.receive()
+
+            async def ack(self, delivery: Delivery) -> None:
+                acked.append(delivery.delivery_tag)
+
+            async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+                raise AssertionError("nothing here is nacked")
+
+        yield Sub()
+
+
+class _RateLimitedOnce:
+    """Stands in for ChatApi: the first send gets a 429 with Retry-After 250 s, then all pass."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send_message(self, client_id: str, text: str, **options: Any) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise RateLimited("chat2desk rate limit (429)", retry_after=250.0)
+        return f"m{self.calls}"
+
+
+class _ScriptedProcessor:
+    """Each message's text says what processing it does: send a reply through the real Sender
+    (and so the real limiter), hang in a call that never returns, or fail transiently forever
+    (a service down: the consumer backs off and retries)."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.stats = ConsumerStatistics()
+        self._sender = sender
+
+    async def process(self, msg: QueuedMessage, **options: Any) -> Outcome:
+        if msg.text == "reply":
+            await self._sender.send(msg.client_id, "Здравствуйте!")
+            return Outcome.PROCESSED
+        if msg.text == "hang":
+            await trio.Event().wait()  # a call without a timeout that never answers
+        raise TransientError("redis unavailable: ConnectionRefusedError")
+
+
+async def test_a_shard_waiting_on_a_long_retry_after_or_backing_off_is_not_stuck_a_hung_one_is(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ShardConsumers on a virtual clock, three shards: 0 sends a reply and gets a 429 with
+    Retry-After 250 s (it waits in the real rate limiter), 1 hangs in a call, 2 retries a
+    transient failure with backoff. Only shard 1 is stuck once 120 s pass without progress."""
+    api = _RateLimitedOnce()
+    sender = Sender(cast(Any, api), TokenBucket(60_000, 1_000), Chat2DeskConfig())
+    queues = _ShardQueues(3)
+    consumers = ShardConsumers(cast(Any, queues), cast(Any, _ScriptedProcessor(sender)), prefetch=1)
+    for shard, text in enumerate(("reply", "hang", "fail")):
+        queues.put(shard, text)
+    async with trio.open_nursery() as nursery:
+        for shard in range(3):
+            await nursery.start(consumers.serve_shard, shard)
+        assert consumers.stuck_shards(120) == ()
+        await trio.sleep(130)
+        assert api.calls == 1  # the reply waits out the Retry-After
+        assert consumers.stuck_shards(120) == (1,)
+        await trio.sleep(100)  # t = 230: still waiting, still not stuck
+        assert api.calls == 1 and queues.acked == []
+        assert consumers.stuck_shards(120) == (1,)
+        await trio.sleep(30)  # the pause is over: the reply went out
+        assert api.calls == 2 and queues.acked == [0]
+        await trio.sleep(3600)  # an hour of backoff on shard 2 is no hang either
+        assert consumers.stuck_shards(120) == (1,)
+        assert consumers.stats.transient_retries > 700
+        nursery.cancel_scope.cancel()
 
 
 async def test_health_monitor_with_a_stopped_broker_connection(config: Config) -> None:
     """Real Redis, PostgreSQL and asyncio loop; a broker whose connection is not up."""
-    now = [1000.0]
     async with (
         open_bridge() as bridge,
         open_order_store(bridge, config.postgres) as orders_store,
@@ -331,32 +477,27 @@ async def test_health_monitor_with_a_stopped_broker_connection(config: Config) -
             consumers=consumers,
             shards=2,
             interval=0.1,
-            grace=30.0,
-            clock=lambda: now[0],
         )
         snap = await monitor.check()
         assert snap.services == {
             "rabbitmq": False,
             "consumers": False,
             "redis": True,
+            "chat2desk": True,
             "postgres": True,
             "asyncio_loop": True,
         }
         assert (
             monitor.status_line(snap) == "degraded (rabbitmq, consumers): 2 shards, outbox ?, dlq ?"
         )
-        assert monitor.watchdog_ok(snap)
-        now[0] += 29.9
-        assert monitor.watchdog_ok(await monitor.check())
-        now[0] += 0.2  # unhealthy for longer than grace: withhold the ping
-        assert not monitor.watchdog_ok(await monitor.check())
+        assert await monitor.hung() == ()  # an outage is no hang: the watchdog keeps pinging
 
         await broker.connect_once()  # the broker is back and the shards resubscribed
         consumers.subscribed.update({0, 1})
         try:
             snap = await monitor.check()
-            assert snap.healthy and snap.unhealthy_since is None
-            assert monitor.watchdog_ok(snap)
+            assert snap.healthy
+            assert await monitor.hung() == ()
             assert monitor.status_line(snap) == "ready: 2 shards, outbox 0, dlq 0"
         finally:
             await broker.delete_queues()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -13,6 +14,7 @@ from botd import dialog
 from botd.consumer import Executed, Outcome, Processor, to_event
 from botd.dialog import Reply, TimerKind
 from botd.dialog.texts import REPLY_PARAMS
+from botd.errors import DeliveryLost
 from botd.inbound import MessageKind, QueuedMessage
 from botd.memory import (
     FIRST_SENT_ID,
@@ -22,7 +24,7 @@ from botd.memory import (
     MemoryStateStore,
     MemoryTimers,
 )
-from botd.ports import CancelOutcome, CommitResult, Loaded
+from botd.ports import OWN_ECHO_WINDOW_SECONDS, CancelOutcome, CommitResult, Loaded
 from tests.helpers import HAPPY_PATH
 
 CLIENT = "555000111"
@@ -169,8 +171,8 @@ class RacingStore:
         self.loads: dict[str, int] = {}
         self.held_back = False
 
-    async def load(self, client_id: str, message_id: str) -> Loaded:
-        loaded = await self.inner.load(client_id, message_id)
+    async def load(self, client_id: str, message_id: str, **kwargs: Any) -> Loaded:
+        loaded = await self.inner.load(client_id, message_id, **kwargs)
         self.loads[message_id] = self.loads.get(message_id, 0) + 1
         if message_id == "1" and self.loads["1"] == 1:
             async with self.seq(0):  # "1" has loaded version 0
@@ -191,8 +193,8 @@ class RacingStore:
                 pass
         return result
 
-    async def mark_sent(self, message_id: str, own_ids: tuple[str, ...] = ()) -> None:
-        await self.inner.mark_sent(message_id, own_ids)
+    def __getattr__(self, name: str) -> Any:  # the rest of the store, unchanged
+        return getattr(self.inner, name)
 
 
 async def test_a_concurrent_change_is_detected_and_the_step_runs_again(
@@ -346,3 +348,102 @@ async def test_a_handoff_is_logged(
     assert any("operator took over" in r.getMessage() for r in caplog.records)
     assert world.step() is dialog.Step.HANDOFF
     assert world.sender.sent == []
+
+
+# ---- own echoes whatever happened to the id; resends only what had not gone out -------------
+
+
+async def test_an_echo_whose_id_was_never_learnt_is_still_botds_own() -> None:
+    world = World()
+    await world.say("Здравствуйте")
+    step = world.step()
+    # The send timed out (or the process died after it): Chat2Desk's id for it is unknown.
+    for _, text in world.sender.sent:
+        echo = world.message(text, message_id=f"9{world.ids}", kind="operator")
+        assert await world.processor.process(echo) is Outcome.OWN_ECHO
+    assert world.step() is step  # no hand-off: the bot is not silenced by its own words
+    operator = world.message("Добрый день, я оператор Айгуль", kind="operator")
+    assert await world.processor.process(operator) is Outcome.PROCESSED
+    assert world.step() is dialog.Step.HANDOFF
+
+
+async def test_an_echo_carrying_botds_external_id_is_own() -> None:
+    world = World()
+    await world.say("Здравствуйте")
+    echo = msgspec.structs.replace(
+        world.message("edited by chat2desk", kind="operator"), external_id="botd-1-0"
+    )
+    assert await world.processor.process(echo) is Outcome.OWN_ECHO
+    assert world.step() is not dialog.Step.HANDOFF
+
+
+async def test_the_same_words_long_after_botd_said_them_are_an_operators() -> None:
+    world = World()
+    await world.say("Здравствуйте")
+    text = world.sender.sent[0][1]
+    world.now += OWN_ECHO_WINDOW_SECONDS + 1
+    echo = world.message(text, message_id="99999", kind="operator")
+    assert await world.processor.process(echo) is Outcome.PROCESSED
+    assert world.step() is dialog.Step.HANDOFF
+
+
+async def test_an_echo_overtaking_the_sends_answer_is_own() -> None:
+    """Chat2Desk posts the echo before it answers the send: botd recorded the text at commit."""
+    world = World()
+    outcomes: list[Outcome] = []
+    inner_send = world.sender.send
+
+    async def send_with_early_echo(client_id: str, text: str, **kw: Any) -> str:
+        echo = world.message(text, message_id=f"8{world.ids}", kind="operator")
+        outcomes.append(await world.processor.process(echo))  # before the send "answers"
+        return await inner_send(client_id, text, **kw)
+
+    world.sender.send = send_with_early_echo  # type: ignore[method-assign]
+    await world.say("Здравствуйте")
+    assert outcomes == [Outcome.OWN_ECHO, Outcome.OWN_ECHO]
+    assert world.step() is dialog.Step.WAITING_ADDRESS
+
+
+async def test_a_resend_sends_only_the_replies_that_had_not_gone_out() -> None:
+    world = World()
+    first = world.message("Здравствуйте")
+    inner_send = world.sender.send
+    sends = 0
+
+    async def die_on_the_second(client_id: str, text: str, **kw: Any) -> str:
+        nonlocal sends
+        sends += 1
+        if sends == 2:
+            raise RuntimeError("killed after the first reply went out")
+        return await inner_send(client_id, text, **kw)
+
+    world.sender.send = die_on_the_second  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await world.processor.process(first)
+    world.sender.send = inner_send  # type: ignore[method-assign]
+    assert await world.processor.process(first) is Outcome.RESENT
+    marker = (await world.memory.load(CLIENT, first.message_id)).marker
+    assert marker is not None and marker.sent and len(marker.replies) == 2
+    assert [t for _, t in world.sender.sent] == list(marker.replies)  # each once, in order
+
+
+async def test_no_send_once_the_delivery_is_no_longer_ours() -> None:
+    world = World()
+    ours = True
+    inner_send = world.sender.send
+
+    async def lose_after_first(client_id: str, text: str, **kw: Any) -> str:
+        nonlocal ours
+        mid = await inner_send(client_id, text, **kw)
+        ours = False  # the broker connection dropped while this reply was out
+        return mid
+
+    world.sender.send = lose_after_first  # type: ignore[method-assign]
+    msg = world.message("Здравствуйте")
+    with pytest.raises(DeliveryLost):
+        await world.processor.process(msg, fence=lambda: ours)
+    assert len(world.sender.sent) == 1  # the second reply is left to the redelivery
+    world.sender.send = inner_send  # type: ignore[method-assign]
+    assert await world.processor.process(msg) is Outcome.RESENT  # the redelivery elsewhere
+    marker = (await world.memory.load(CLIENT, msg.message_id)).marker
+    assert marker is not None and [t for _, t in world.sender.sent] == list(marker.replies)

@@ -16,6 +16,7 @@ from tests.conftest import REDIS_URL
 
 STATE_TTL = 3600
 DEDUPE_TTL = 172800
+T0 = 1_750_000_000.0  # a park's time, as time.time() gives it
 
 
 @pytest.fixture
@@ -81,6 +82,49 @@ async def test_stale_version_conflicts_and_changes_nothing(store: StateStore) ->
     result = await store.commit("17", "m-2", expected_version=5, state={"step": "C"}, replies=())
     assert result is CommitResult.CONFLICT
     assert (await store.load("17", "m-2")).state == first
+
+
+async def test_versions_never_repeat_after_the_dialog_expired(
+    store: StateStore, sync_redis: redis.Redis
+) -> None:
+    """Timer ids carry the version (``reminder-{client}-{version}``, 48 h dedupe markers): a
+    customer who returns after the dialog key expired must not reach an earlier version."""
+    seen: list[int] = []
+    for dialog in range(3):
+        for step in range(2):
+            loaded = await store.load("17", f"m-{dialog}-{step}")
+            result = await store.commit(
+                "17",
+                f"m-{dialog}-{step}",
+                expected_version=loaded.version,
+                state={"dialog": dialog, "step": step},
+                replies=(),
+            )
+            assert result is CommitResult.COMMITTED
+            seen.append((await store.load("17", "x")).version)
+        sync_redis.delete(store.dialog_key("17"))  # as the state TTL would
+        loaded = await store.load("17", "x")
+        assert (loaded.version, loaded.state) == (seen[-1], None)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    # the version key outlives the dialog until no timer or marker can carry an old version
+    ttl = sync_redis.ttl(store.version_key("17"))
+    assert STATE_TTL + 86400 + DEDUPE_TTL - 60 < ttl <= STATE_TTL + 86400 + DEDUPE_TTL
+    # a stale load from before the expiry still conflicts
+    result = await store.commit("17", "m-late", expected_version=5, state={"s": 1}, replies=())
+    assert result is CommitResult.CONFLICT
+
+
+async def test_a_dialog_from_before_the_version_key_goes_on_from_its_version(
+    store: StateStore, sync_redis: redis.Redis
+) -> None:
+    sync_redis.hset(store.dialog_key("17"), mapping={"v": "41", "s": '{"step": "A"}'})
+    loaded = await store.load("17", "m-1")
+    assert loaded.version == 41
+    result = await store.commit("17", "m-1", expected_version=41, state={"s": 1}, replies=())
+    assert result is CommitResult.COMMITTED
+    assert int(sync_redis.get(store.version_key("17")) or 0) == 42
+    sync_redis.delete(store.dialog_key("17"))
+    assert (await store.load("17", "m-2")).version == 42
 
 
 async def test_processed_message_is_a_duplicate(store: StateStore) -> None:
@@ -155,8 +199,9 @@ async def test_ttls_are_set(store: StateStore, sync_redis: redis.Redis) -> None:
     # an idle (cleared) dialog still expires
     await store.commit("17", "m-2", expected_version=1, state=None, replies=())
     assert STATE_TTL - 60 < sync_redis.ttl(store.dialog_key("17")) <= STATE_TTL
-    await store.outbox_push("17", "batch-1", ttl_seconds=600)
+    await store.outbox_push("17", "batch-1", parked_at=T0, due=T0 + 5, ttl_seconds=600)
     assert 540 < sync_redis.ttl(store.outbox_key("17")) <= 600
+    assert 540 < sync_redis.ttl(store.outbox_meta_key("17")) <= 600
 
 
 async def test_every_key_starts_with_the_prefix(
@@ -165,13 +210,17 @@ async def test_every_key_starts_with_the_prefix(
     client, message = "7319046628", "9910446521"  # unlikely to be used by anyone else
     await store.commit(client, message, expected_version=0, state={"s": 1}, replies=("x",))
     await store.mark_sent(message)
-    await store.outbox_push(client, "b-1", ttl_seconds=60)
-    assert keys(sync_redis, redis_prefix) == {
-        f"{redis_prefix}dialog:{client}",
-        f"{redis_prefix}seen:{message}",
-        f"{redis_prefix}outbox:{client}",
+    await store.outbox_push(client, "b-1", parked_at=T0, due=T0 + 5, ttl_seconds=60)
+    ours = {
+        f"dialog:{client}",
+        f"version:{client}",
+        f"seen:{message}",
+        f"outbox:{client}",
+        f"outbox_meta:{client}",
+        "outbox_waiting",
     }
-    for bare in (f"dialog:{client}", f"seen:{message}", f"outbox:{client}"):
+    assert keys(sync_redis, redis_prefix) == {redis_prefix + key for key in ours}
+    for bare in ours:
         assert not sync_redis.exists(bare)
         assert not sync_redis.exists(f"botd:{bare}")
 
@@ -199,8 +248,8 @@ async def test_outbox_list_keeps_order(store: StateStore, sync_redis: redis.Redi
     assert await store.outbox_head("17") is None
     assert await store.outbox_pending("17") == 0
     for batch in ("b-1", "b-2", "b-3"):
-        await store.outbox_push("17", batch, ttl_seconds=600)
-    await store.outbox_push("18", "other", ttl_seconds=600)
+        await store.outbox_push("17", batch, parked_at=T0, due=T0 + 5, ttl_seconds=600)
+    await store.outbox_push("18", "other", parked_at=T0, due=T0 + 5, ttl_seconds=600)
     assert await store.outbox_pending("17") == 3
     assert await store.outbox_head("17") == "b-1"
     # finishing a later batch does not change the head
@@ -217,6 +266,107 @@ async def test_outbox_list_keeps_order(store: StateStore, sync_redis: redis.Redi
     # finishing an unknown batch is harmless
     await store.outbox_done("18", "unknown")
     assert await store.outbox_pending("18") == 1
+
+
+async def test_outbox_ttl_is_set_on_creation_and_on_progress_only(
+    store: StateStore, sync_redis: redis.Redis
+) -> None:
+    """A park behind a batch that never goes (an orphan) must not keep the list alive."""
+    await store.outbox_push("17", "orphan", parked_at=T0, due=T0 + 5, ttl_seconds=600)
+    for key in (store.outbox_key("17"), store.outbox_meta_key("17")):
+        assert 590 < sync_redis.ttl(key) <= 600
+        sync_redis.expire(key, 100)  # time passes
+    await store.outbox_push("17", "b-2", parked_at=T0 + 1, due=T0 + 6, ttl_seconds=600)
+    await store.outbox_push("17", "b-3", parked_at=T0 + 2, due=T0 + 7, ttl_seconds=600)
+    # a failed park's withdrawal is no progress either
+    await store.outbox_done("17", "b-3", progress=False, ttl_seconds=600)
+    for key in (store.outbox_key("17"), store.outbox_meta_key("17")):
+        assert 0 < sync_redis.ttl(key) <= 100
+    # a batch leaving the list is progress: the list lives on
+    await store.outbox_done("17", "b-2", ttl_seconds=600)
+    for key in (store.outbox_key("17"), store.outbox_meta_key("17")):
+        assert 590 < sync_redis.ttl(key) <= 600
+
+
+async def test_an_orphan_at_the_head_is_dropped_once_a_later_message_proves_it(
+    store: StateStore, sync_redis: redis.Redis
+) -> None:
+    margin = 10.0
+    # "orphan": pushed by a park killed before its publish (due in the outbox by T0 + 5)
+    await store.outbox_push("17", "orphan", parked_at=T0, due=T0 + 5, ttl_seconds=600)
+    await store.outbox_push("17", "b-2", parked_at=T0 + 1, due=T0 + 6, ttl_seconds=600)
+    sync_redis.expire(store.outbox_key("17"), 100)
+
+    async def check(proof: float | None) -> tuple[str | None, tuple[str, ...]]:
+        return await store.outbox_check_head(
+            "17", "b-2", proof=proof, margin=margin, now=T0 + 60, grace=300, ttl_seconds=600
+        )
+
+    # b-2 could have entered the outbox queue before "orphan" was due there (+ the margin):
+    # nothing is proven yet
+    assert await check(None) == ("orphan", ())
+    assert await check(T0 + 5 + margin) == ("orphan", ())
+    assert await store.outbox_oldest() == ("17", T0)
+    # b-2 entered the queue after "orphan" should have been handled: "orphan" is in no queue
+    assert await check(T0 + 5 + margin + 0.5) == ("b-2", ("orphan",))
+    assert await store.outbox_pending("17") == 1
+    assert set(sync_redis.hkeys(store.outbox_meta_key("17"))) == {b"p:b-2", b"d:b-2"}
+    assert await store.outbox_oldest() == ("17", T0 + 1)  # the gauge follows the head
+    assert 590 < sync_redis.ttl(store.outbox_key("17")) <= 600  # progress
+    assert await check(T0 + 1000) == ("b-2", ())  # never the batch being handled itself
+
+
+async def test_a_batch_due_back_later_is_no_orphan(store: StateStore) -> None:
+    await store.outbox_push("17", "b-1", parked_at=T0, due=T0 + 5, ttl_seconds=600)
+    await store.outbox_push("17", "b-2", parked_at=T0 + 1, due=T0 + 6, ttl_seconds=600)
+    # b-1 went to a 300 s wait queue at T0 + 100: it is due back in the outbox by T0 + 405
+    assert await store.outbox_seen("17", "b-1", due=T0 + 405)
+    assert not await store.outbox_seen("17", "replayed", due=T0 + 405)  # not pending: nothing
+    head = await store.outbox_check_head(
+        "17", "b-2", proof=T0 + 400, margin=10, now=T0 + 400, grace=300, ttl_seconds=600
+    )
+    assert head == ("b-1", ())
+    # an entry parked by an older botd (no due time) is given ``now + grace`` to show up
+    await store.outbox_push("18", "new", parked_at=T0, due=T0 + 5, ttl_seconds=600)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.lpush(store.outbox_key("18"), "legacy")
+    finally:
+        client.close()
+    head = await store.outbox_check_head(
+        "18", "new", proof=T0 + 100, margin=10, now=T0 + 100, grace=300, ttl_seconds=600
+    )
+    assert head == ("legacy", ())
+    head = await store.outbox_check_head(
+        "18", "new", proof=T0 + 411, margin=10, now=T0 + 411, grace=300, ttl_seconds=600
+    )
+    assert head == ("new", ("legacy",))
+
+
+async def test_the_oldest_waiting_reply_across_customers(
+    store: StateStore, sync_redis: redis.Redis
+) -> None:
+    assert await store.outbox_oldest() is None
+    await store.outbox_push("17", "a-1", parked_at=T0 + 10, due=T0 + 15, ttl_seconds=600)
+    await store.outbox_push("18", "b-1", parked_at=T0 + 5, due=T0 + 10, ttl_seconds=600)
+    await store.outbox_push("17", "a-2", parked_at=T0 + 20, due=T0 + 25, ttl_seconds=600)
+    await store.outbox_push("18", "b-2", parked_at=T0 + 30, due=T0 + 35, ttl_seconds=600)
+    assert await store.outbox_oldest() == ("18", T0 + 5)
+    await store.outbox_done("18", "b-1")
+    assert await store.outbox_oldest() == ("17", T0 + 10)
+    await store.outbox_done("17", "a-1")
+    assert await store.outbox_oldest() == ("17", T0 + 20)
+    await store.outbox_done("17", "a-2")
+    assert await store.outbox_oldest() == ("18", T0 + 30)
+    # a list that expired (its customer's entry lingers) is cleaned up when next looked at
+    sync_redis.delete(store.outbox_key("18"))
+    assert await store.outbox_oldest() == ("18", T0 + 30)
+    head = await store.outbox_check_head(
+        "18", None, proof=T0 + 1000, margin=10, now=T0 + 1000, grace=300, ttl_seconds=600
+    )
+    assert head == (None, ())
+    assert await store.outbox_oldest() is None
+    assert not sync_redis.exists(store.outbox_meta_key("18"))
 
 
 async def test_ping_and_unreachable_redis(

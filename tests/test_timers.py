@@ -4,16 +4,21 @@ never twice, and still there after ``kill -9``."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import httpx
 import pytest
+import redis
 import trio
 
 from botd.config import Config
+from botd.daemon import Running
 from botd.dialog import Reply, render
+from botd.inbound import MessageKind, QueuedMessage, encode_queued, shard_of
 from botd.testing.fake_chat2desk import FakeChat2Desk
 from botd.testing.process import start_botd
+from botd.timers import timer_message_id
 from tests.conftest import delete_queues
 from tests.helpers import inbox_payload, post_webhook
 
@@ -66,10 +71,11 @@ async def test_silent_customer_gets_one_reminder_after_a_kill_9(
     await delete_queues(cfg)
 
 
-def _timer_handled(*, other_than: str = "") -> str:
-    """The consumer's DEBUG line for a reminder timer of CLIENT: groups (timer id, outcome)."""
+def _timer_handled(client: int = CLIENT, *, other_than: str = "") -> str:
+    """The consumer's DEBUG line for a reminder timer of ``client``: groups (timer id,
+    outcome)."""
     skip = rf"(?!{re.escape(other_than)}\b)" if other_than else ""
-    return rf"message {skip}(reminder-{CLIENT}-\d+) client {CLIENT}: (\w+)"
+    return rf"message {skip}(reminder-{client}-\d+) client {client}: (\w+)"
 
 
 async def test_a_reply_in_the_meantime_makes_the_reminder_stale(
@@ -97,3 +103,82 @@ async def test_a_reply_in_the_meantime_makes_the_reminder_stale(
         assert await proc.wait_exit() == 0
     assert len(fake.texts_for(CLIENT)) == 5
     await delete_queues(cfg)
+
+
+# ---- versions never repeat: a customer whose dialog expired comes back ---------------------------
+
+
+def _forget_dialog(cfg: Config, client: int) -> None:
+    """Delete the customer's dialog key, as its TTL (``dialog.state_ttl_seconds``) would."""
+    sync = redis.Redis.from_url(cfg.redis.url)
+    try:
+        assert sync.delete(f"{cfg.redis.key_prefix}dialog:{client}") == 1
+    finally:
+        sync.close()
+
+
+async def test_a_returning_customer_gets_a_reminder_after_the_dialog_expired(
+    reminder_config: Config, fake: FakeChat2Desk
+) -> None:
+    """The returning customer's dialog must not reach a version whose timer id was used: its
+    dedupe marker (48 h) would swallow the new reminder."""
+    cfg, client = reminder_config, CLIENT + 1
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        proc = await start_botd(nursery, cfg)
+        await post_webhook(http, proc.url, inbox_payload(client, "Здравствуйте"))
+        greeting = await _wait_texts(fake, client, 2)
+        texts = await _wait_texts(fake, client, 4)  # the reminder and the question again
+        assert texts[2:] == [REMINDER, greeting[1]], texts
+        first = await proc.wait_for_line(_timer_handled(client), timeout=20)
+        assert first[2] == "processed", first[0]
+        _forget_dialog(cfg, client)
+        await post_webhook(http, proc.url, inbox_payload(client, "Здравствуйте"))
+        texts = await _wait_texts(fake, client, 6)
+        assert texts[4:] == greeting, texts  # a new dialog
+        texts = await _wait_texts(fake, client, 8)  # fails (times out) if the reminder is lost
+        assert texts[6:] == [REMINDER, greeting[1]], texts
+        second = await proc.wait_for_line(_timer_handled(client, other_than=first[1]), timeout=20)
+        assert second[2] == "processed", second[0]
+        proc.signal(15)
+        assert await proc.wait_exit() == 0
+    await delete_queues(cfg)
+
+
+async def test_a_late_close_of_the_old_dialog_does_nothing_to_the_new_one(
+    running: Running, fake: FakeChat2Desk, config: Config
+) -> None:
+    client = CLIENT + 2
+    store, broker = running.store, running.broker
+
+    async def say(text: str | None, *, kind: str = "customer", version: int = 0) -> None:
+        handled = running.consumers.handled
+        if kind == "customer":
+            async with httpx.AsyncClient() as http:
+                await post_webhook(http, running.url, inbox_payload(client, text or ""))
+        else:  # a timer, as the timer router moves it into the customer's shard queue
+            timer = QueuedMessage(
+                message_id=timer_message_id(kind, str(client), version),
+                client_id=str(client),
+                text=None,
+                received_at=time.time(),
+                kind=MessageKind(kind),
+                version=version,
+            )
+            shard = broker.topology.shard(shard_of(str(client), config.rabbitmq.shards))
+            await broker.publish(shard, encode_queued(timer), timeout=broker.publish_timeout)
+        with trio.fail_after(15):
+            await running.consumers.wait_handled(handled + 1)
+
+    await say("Здравствуйте")
+    old = (await store.load(str(client), "x")).version  # the old dialog's last version
+    _forget_dialog(config, client)
+    await say("Здравствуйте")
+    new = await store.load(str(client), "x")
+    assert new.version > old and new.state is not None
+    texts = fake.texts_for(client)
+    # the old dialog's close arrives late: the timer was set for version ``old``
+    await say(None, kind="expire", version=old)
+    assert fake.texts_for(client) == texts  # no goodbye
+    after = await store.load(str(client), "x")
+    assert (after.version, after.state) == (new.version, new.state)
+    assert running.consumers.stats.stale_timers == 1

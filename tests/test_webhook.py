@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
@@ -25,17 +26,21 @@ from typing import Any
 import httpx
 import hypercorn.trio
 import pytest
+import redis
 import trio
 from quart_trio import QuartTrio
 
-from botd import dialog
-from botd.config import Config, WebhookConfig, load_config
+from botd import daemon, dialog
+from botd.bridge import AsyncioBridge
+from botd.config import Config, RedisConfig, WebhookConfig, load_config
 from botd.daemon import Running, _hypercorn_config, warn_if_exposed
 from botd.errors import TransientError
 from botd.inbound import MAX_TEXT_CHARS, QueuedMessage, decode_queued, shard_of
 from botd.metrics import Metrics
+from botd.state_store import StateStore, open_state_store
 from botd.testing.fake_chat2desk import FakeChat2Desk
-from botd.webapp import WEBHOOK_PATH, WebDeps, create_app
+from botd.webapp import REPLAY_CHECK_SECONDS, WEBHOOK_PATH, SignatureLog, WebDeps, create_app
+from tests.conftest import REDIS_URL, delete_queues
 from tests.helpers import inbox_payload, orders, post_webhook
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -72,7 +77,9 @@ class AppUnderTest:
     config: WebhookConfig
 
 
-def make_app(*, draining: bool = False, **webhook: Any) -> AppUnderTest:
+def make_app(
+    *, draining: bool = False, signatures: SignatureLog | None = None, **webhook: Any
+) -> AppUnderTest:
     recorder = Recorder()
     metrics = Metrics()
     cfg = WebhookConfig(**webhook)
@@ -88,6 +95,7 @@ def make_app(*, draining: bool = False, **webhook: Any) -> AppUnderTest:
             readiness=readiness,
             is_draining=lambda: draining,
             metrics=metrics,
+            signatures=signatures,
         )
     )
     return AppUnderTest(app, recorder, metrics, cfg)
@@ -328,6 +336,8 @@ async def test_secrets_are_compared_in_constant_time(monkeypatch: pytest.MonkeyP
         ({"BOTD_WEBHOOK_HOST": "localhost"}, False),
         ({"BOTD_WEBHOOK_HOST": "0.0.0.0", "BOTD_WEBHOOK_PATH_TOKEN": TOKEN}, False),
         ({"BOTD_WEBHOOK_HOST": "0.0.0.0", "BOTD_WEBHOOK_HMAC_SECRET": SECRET}, False),
+        # allowed explicitly, still loud
+        ({"BOTD_WEBHOOK_HOST": "0.0.0.0", "BOTD_WEBHOOK_ALLOW_UNAUTHENTICATED": "true"}, True),
     ],
 )
 def test_start_up_warns_loudly_when_exposed_without_auth(
@@ -343,6 +353,154 @@ def test_start_up_warns_loudly_when_exposed_without_auth(
         assert "BOTD_WEBHOOK_PATH_TOKEN" in record.getMessage()
     else:
         assert security == []
+
+
+# ---- 1b. replays of a signed request (real Redis) ------------------------------------------
+
+TOLERANCE = 300
+SIG_HEADER = "X-Chat2Desk-Signature"
+
+
+@pytest.fixture
+async def signature_log(bridge: AsyncioBridge, redis_prefix: str) -> AsyncIterator[StateStore]:
+    redis_config = RedisConfig(url=REDIS_URL, key_prefix=redis_prefix)
+    async with open_state_store(bridge, redis_config, state_ttl_seconds=60) as store:
+        yield store
+
+
+def signed_headers(body: bytes, ts: str | None = None) -> dict[str, str]:
+    ts = str(int(time.time())) if ts is None else ts
+    return {**JSON_HEADERS, TS_HEADER: ts, SIG_HEADER: sign(body, timestamp=ts)}
+
+
+def replay_app(signatures: SignatureLog) -> AppUnderTest:
+    return make_app(
+        hmac_secret=SECRET,
+        hmac_timestamp_header=TS_HEADER,
+        hmac_tolerance_seconds=TOLERANCE,
+        signatures=signatures,
+    )
+
+
+def replay_keys(prefix: str) -> dict[str, int]:
+    """The replay records under ``prefix``: key → TTL in seconds."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return {str(k): int(client.ttl(k)) for k in client.keys(f"{prefix}replay:*")}
+    finally:
+        client.close()
+
+
+async def test_a_replayed_signed_request_is_answered_duplicate_and_not_queued_again(
+    signature_log: StateStore, redis_prefix: str
+) -> None:
+    under = replay_app(signature_log)
+    body = body_of()
+    headers = signed_headers(body)
+    first = await call(under, body, headers=headers)
+    assert (first.status, first.json) == (200, {"status": "queued"})
+    respelled = {**headers, SIG_HEADER: "sha256=" + headers[SIG_HEADER].upper()}
+    for replay in (headers, respelled):
+        again = await call(under, body, headers=replay)
+        assert (again.status, again.json) == (200, {"status": "duplicate"})
+    assert len(under.recorder.published) == 1
+    # remembered under the key prefix, for twice the tolerance (a timestamp is accepted that
+    # long either side of its time)
+    ((key, ttl),) = replay_keys(redis_prefix).items()
+    assert key == f"{redis_prefix}replay:{headers[SIG_HEADER]}"
+    assert 2 * TOLERANCE - 10 <= ttl <= 2 * TOLERANCE
+    # the same body signed at another time is another sending (a Chat2Desk retry): queued, and
+    # the consumer drops the repeated message_id
+    other = await call(under, body, headers=signed_headers(body, str(int(time.time()) - 10)))
+    assert other.json == {"status": "queued"}
+    assert len(under.recorder.published) == 2
+
+
+async def test_a_signature_is_remembered_only_after_the_publish_is_confirmed(
+    signature_log: StateStore, redis_prefix: str
+) -> None:
+    under = replay_app(signature_log)
+    body = body_of()
+    headers = signed_headers(body)
+    under.recorder.broker_down = True
+    assert_error(await call(under, body, headers=headers), 503, "retry")
+    assert replay_keys(redis_prefix) == {}
+    under.recorder.broker_down = False
+    retried = await call(under, body, headers=headers)  # Chat2Desk's retry of the same request
+    assert (retried.status, retried.json) == (200, {"status": "queued"})
+    assert len(under.recorder.published) == 1
+
+
+async def test_without_a_signed_timestamp_no_signature_is_remembered(
+    signature_log: StateStore, redis_prefix: str
+) -> None:
+    under = make_app(hmac_secret=SECRET, signatures=signature_log)
+    body = body_of()
+    headers = {**JSON_HEADERS, SIG_HEADER: sign(body)}
+    for _ in range(2):
+        assert (await call(under, body, headers=headers)).json == {"status": "queued"}
+    assert replay_keys(redis_prefix) == {}
+
+
+@pytest.mark.parametrize("fault", ["silent", "refusing"])
+async def test_replay_check_lets_the_request_through_when_redis_cannot_answer(
+    fault: str, bridge: AsyncioBridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that does not answer (a listener that never replies) or is not there: each
+    request is queued within the replay budget, with a warning; nothing is refused."""
+    caplog.set_level(logging.WARNING, logger="botd.webhook")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if fault == "silent":
+            sock.listen(16)  # connections complete in the kernel; nobody ever answers
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+        async with open_state_store(bridge, RedisConfig(url=url), state_ttl_seconds=60) as store:
+            under = replay_app(store)
+            body = body_of()
+            headers = signed_headers(body)
+            for _ in range(2):
+                started = trio.current_time()
+                answer = await call(under, body, headers=headers)
+                took = trio.current_time() - started
+                assert (answer.status, answer.json) == (200, {"status": "queued"})
+                assert took < 2 * REPLAY_CHECK_SECONDS + 1.0, took  # check + record, bounded
+    assert len(under.recorder.published) == 2
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert [m.split(" of ")[0] for m in skipped] == ["replay check", "replay record"] * 2, skipped
+
+
+async def test_the_running_daemon_answers_a_replay_duplicate(
+    make_config: Callable[..., Config], redis_prefix: str
+) -> None:
+    """The daemon gives the web app its Redis state store as the signature log."""
+    cfg = make_config(webhook_hmac_secret=SECRET, webhook_hmac_timestamp_header=TS_HEADER)
+    body = json.dumps(inbox_payload(7301, "Здравствуйте")).encode()
+    headers = signed_headers(body)
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        running: Running = await nursery.start(partial(daemon.serve, cfg, stop=stop))
+        try:
+            async with httpx.AsyncClient() as client:
+                answers = [
+                    (
+                        await client.post(
+                            f"{running.url}{WEBHOOK_PATH}", content=body, headers=headers
+                        )
+                    )
+                    for _ in range(2)
+                ]
+            assert [(a.status_code, a.json()) for a in answers] == [
+                (200, {"status": "queued"}),
+                (200, {"status": "duplicate"}),
+            ]
+            assert list(replay_keys(cfg.redis.key_prefix)) == [
+                f"{cfg.redis.key_prefix}replay:{headers[SIG_HEADER]}"
+            ]
+            with trio.fail_after(15):
+                await running.consumers.wait_handled(1)
+        finally:
+            stop.set()
+    await delete_queues(cfg)
 
 
 # ---- 2. limits -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -132,7 +133,10 @@ class Connection:
 
     async def _aio_connect(self) -> None:
         connection = await aiormq.connect(
-            self._config.url, client_properties={"connection_name": "botd"}
+            # the pid tells an operator (``rabbitmqctl list_connections client_properties``)
+            # which process a connection belongs to
+            self._config.url,
+            client_properties={"connection_name": f"botd pid {os.getpid()}"},
         )
         try:
             channel = await connection.channel(publisher_confirms=True)
@@ -306,6 +310,11 @@ class Subscription:
         self._bridge = bridge
         self._channel = channel
         self._receive = receive
+
+    def is_open(self) -> bool:
+        """Whether the channel that delivered is still open: once it is gone, the broker has
+        requeued its unacked messages (maybe to another process) and their work is not ours."""
+        return not self._channel.is_closed
 
     async def receive(self) -> Delivery | None:
         """The next delivery, or None once the channel has closed.

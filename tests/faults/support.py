@@ -314,17 +314,20 @@ def _same(text: str, expected: str) -> bool:
     return text.startswith(head) and text.endswith(tail) and middle.isdigit()
 
 
-def _consume_block(texts: Sequence[str], i: int, block: Sequence[str], turn: int) -> int | None:
-    """Index after ``block`` matched at ``i`` (skipping partial sends of it that a crash cut
-    short and a redelivery repeated); None when the texts end inside it."""
+def _consume_block(
+    texts: Sequence[str], i: int, block: Sequence[str], turn: int
+) -> tuple[int, int | None]:
+    """(start, end) of ``block`` matched at ``i``, skipping partial sends of it that a crash cut
+    short and a redelivery repeated (``texts[i:start]``); end is None when the texts end inside
+    it."""
     while True:
         k = 0
         while k < len(block) and i + k < len(texts) and _same(texts[i + k], block[k]):
             k += 1
         if k == len(block):
-            return i + k
+            return i, i + k
         if i + k >= len(texts):
-            return None
+            return i, None
         if k > 0 and _same(texts[i + k], block[0]):
             i += k  # the first k replies went out, then the whole block again
             continue
@@ -334,34 +337,52 @@ def _consume_block(texts: Sequence[str], i: int, block: Sequence[str], turn: int
         )
 
 
-def match_blocks(texts: Sequence[str], blocks: Sequence[Sequence[str]]) -> tuple[bool, int]:
+@dataclass(frozen=True)
+class ReplyMatch:
+    """Delivered replies matched against a dialog model (:func:`match_replies`)."""
+
+    complete: bool  # every turn got all its replies
+    resent: int  # blocks delivered again, whole or cut short, right after themselves
+    extra: tuple[int, ...]  # indices of the delivered texts that repeat a reply (re-sends)
+
+
+def match_replies(texts: Sequence[str], blocks: Sequence[Sequence[str]]) -> ReplyMatch:
     """Match delivered ``texts`` against the expected reply ``blocks`` (one per turn, in order).
 
     A block may be re-sent, whole or cut short by a crash, right after itself (a redelivery
-    re-sends replies: at-least-once). Returns (complete, re-sent blocks); raises AssertionError at
-    the first text that differs from the model: a reply out of turn order, a different answer
-    or a reply of another turn.
+    re-sends replies: at-least-once); every such re-sent text is in ``extra``. Raises
+    AssertionError at the first text that differs from the model: a reply out of turn order, a
+    different answer or a reply of another turn.
     """
     i = resent = 0
+    extra: list[int] = []
     for n, block in enumerate(blocks):
         if not block:
             continue
         nxt = blocks[n + 1] if n + 1 < len(blocks) else None
-        end = _consume_block(texts, i, block, n)
+        start, end = _consume_block(texts, i, block, n)
+        extra.extend(range(i, start))
         if end is None:
-            return False, resent
+            return ReplyMatch(False, resent, tuple(extra))
         i = end
         while (
             i < len(texts) and _same(texts[i], block[0]) and not (nxt and _same(texts[i], nxt[0]))
         ):
-            end = _consume_block(texts, i, block, n)
+            _, end = _consume_block(texts, i, block, n)
+            extra.extend(range(i, len(texts) if end is None else end))
             if end is None:
-                return False, resent
+                return ReplyMatch(False, resent, tuple(extra))
             resent += 1
             i = end
     if i < len(texts):
         raise AssertionError(f"unexpected replies after the last turn: {list(texts[i:])!r}")
-    return True, resent
+    return ReplyMatch(True, resent, tuple(extra))
+
+
+def match_blocks(texts: Sequence[str], blocks: Sequence[Sequence[str]]) -> tuple[bool, int]:
+    """(complete, re-sent blocks) of :func:`match_replies`; raises AssertionError like it."""
+    match = match_replies(texts, blocks)
+    return match.complete, match.resent
 
 
 async def post_until_queued(

@@ -5,15 +5,18 @@ printed."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from urllib.parse import unquote
 
 import httpx
 import trio
 
 from botd.config import Config
 from botd.inbound import shard_of
-from tests.faults.support import Replies, Traffic, botds, outcomes, say
+from botd.testing.fake_chat2desk import FakeChat2Desk
+from tests.faults.support import DialogModel, Replies, Traffic, botds, outcomes, say
 
 SHARDS = 4
 MAX_TAKEOVER_SECONDS = 5.0
@@ -70,3 +73,58 @@ async def test_kill9_active_standby_takes_over_every_shard(
     assert audit["orders_expected"] == 3 * len(customers)
     assert audit["orders_found"] == audit["orders_expected"]
     assert audit["orders_wrong"] == audit["orders_doubled"] == 0
+
+
+def close_broker_connection_of(pid: int, vhost: str) -> None:
+    """Have RabbitMQ close the AMQP connection of botd process ``pid`` (as a failover would)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "-p", vhost, "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    mine = [line.split("\t")[0] for line in listing.splitlines() if f"botd pid {pid}" in line]
+    assert mine, listing
+    for conn in mine:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", conn, "fence test"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+
+async def test_a_connection_closed_mid_message_never_lets_two_processes_send(
+    make_config: Callable[..., Config],
+    replies: Replies,
+    fake: FakeChat2Desk,
+    amqp_vhost_url: str,
+) -> None:
+    """The broker closes the active process's connection while it is sending a turn's replies;
+    the shard and the unacked message go to the hot standby at once. The first process finishes
+    only the call it had in flight (the fence stops the rest), the standby waits for that call
+    (the send lease), finds the reply that went out and sends the others: each reply once, in
+    order."""
+    config = make_config(rabbitmq_shards="1", chat2desk_timeout_seconds="3", log_level="DEBUG")
+    cid = 870_001
+    model = DialogModel(config, cid)
+    expected = model.turn("Здравствуйте")
+    assert len(expected) >= 2
+    async with botds(config) as group, httpx.AsyncClient() as http:
+        active = await group.start()
+        standby = await group.start()
+        fake.set_delay(1.5)  # each reply takes 1.5 s: the turn is mid-send for a while
+        body = await say(http, active.url, cid, "Здравствуйте")
+        await fake.wait_for_requests(1)  # the first reply is in flight from the active one
+        close_broker_connection_of(active.process.pid, unquote(amqp_vhost_url.rsplit("/", 1)[1]))
+        await active.wait_for_line(r"channel that delivered .* is gone")
+        await standby.wait_for_line(rf"message {body['message_id']} client {cid}: resent")
+        await replies.wait(cid, len(expected), timeout=30)
+        fake.set_delay(0)
+        # the active one, reconnected, is the standby now: the customer's next turn works
+        nxt = model.turn("ул. Токтогула 125, кв. 4")
+        await say(http, standby.url, cid, "ул. Токтогула 125, кв. 4")
+        await replies.wait(cid, len(expected) + len(nxt), timeout=30)
+    assert replies.texts[str(cid)] == [*expected, *nxt]  # once each, in order
+    assert fake.duplicate_deliveries() == []
