@@ -178,8 +178,8 @@ class MemoryStateStore:
         self.commits.append(result)
         return result
 
-    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
-        return 0.0  # one process: nobody else sends
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> tuple[float, str]:
+        return 0.0, lease.holder  # one process: nobody else sends
 
     async def release_send_lease(self, lease: SendLease) -> None:
         return None

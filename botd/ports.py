@@ -109,13 +109,13 @@ class StateStore(Protocol):
         ``lease`` is given back."""
         ...
 
-    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
-        """Take or renew the customer's send lease: 0.0 when taken, else the seconds another
-        holder's lease still has."""
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> tuple[float, str]:
+        """Take or renew the customer's send lease: ``(0.0, holder)`` when taken, else the
+        seconds another holder's lease still has, and that holder."""
         ...
 
     async def release_send_lease(self, lease: SendLease) -> None:
-        """Give the lease back if it is held by ``lease.holder``."""
+        """Give the lease back if ``lease.holder`` holds it (also another, dead process's)."""
         ...
 
 

@@ -71,8 +71,8 @@ if holder == false or holder == ARGV[1] then
   return 0
 end
 local left = redis.call('PTTL', KEYS[1])
-if left < 1 then return 1 end
-return left
+if left < 1 then left = 1 end
+return {left, holder}
 """
 
 _RELEASE_LEASE = """
@@ -373,16 +373,18 @@ class StateStore:
     def lease_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}sending:{client_id}"
 
-    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> float:
-        """Take or renew the customer's send lease for ``ttl_seconds``: 0.0 when ``lease`` holds
-        it now, else the seconds another holder's lease still has."""
+    async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> tuple[float, str]:
+        """Take or renew the customer's send lease for ``ttl_seconds``: ``(0.0, holder)`` when
+        ``lease`` holds it now, else the seconds another holder's lease still has, and who."""
         key, ttl_ms = self.lease_key(lease.client_id), max(1, int(ttl_seconds * 1000))
 
-        async def take() -> int:
-            return int(await self._take_lease(keys=[key], args=[lease.holder, ttl_ms]))
+        async def take() -> Any:
+            return await self._take_lease(keys=[key], args=[lease.holder, ttl_ms])
 
-        left: int = await self._run(take)
-        return left / 1000.0
+        answer = await self._run(take)
+        if not isinstance(answer, list):
+            return 0.0, lease.holder
+        return int(answer[0]) / 1000.0, bytes(answer[1]).decode()
 
     async def release_send_lease(self, lease: SendLease) -> None:
         key = self.lease_key(lease.client_id)

@@ -23,6 +23,7 @@ import pytest
 import redis
 import trio
 
+import botd.outbox
 from botd import dialog
 from botd.bridge import open_bridge
 from botd.broker import Broker, layout, open_broker
@@ -30,7 +31,6 @@ from botd.config import Config, load_config
 from botd.daemon import Running, settings_of
 from botd.inbound import shard_of
 from botd.outbox import (
-    ORPHAN_MARGIN_SECONDS,
     PROBE_INTERVAL_SECONDS,
     DeadReply,
     backoff_for,
@@ -505,9 +505,17 @@ async def push_orphan(running: Running, client: int, *, died_ago: float = 0.0) -
     return batch_id
 
 
+@pytest.fixture
+def quick_outbox_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retrier looks at the oldest waiting reply every 1 s (not 10 s) and trusts the FIFO
+    proof after a 3 s margin (not 10 s): the same rules, sooner (set before the daemon starts)."""
+    monkeypatch.setattr(botd.outbox, "PROBE_INTERVAL_SECONDS", 1.0)
+    monkeypatch.setattr(botd.outbox, "ORPHAN_MARGIN_SECONDS", 3.0)
+
+
 @with_overrides(rabbitmq_publish_timeout_seconds="2")
 async def test_an_orphan_in_the_pending_list_does_not_block_the_customer(
-    running: Running, fake: FakeChat2Desk, config: Config
+    quick_outbox_look: None, running: Running, fake: FakeChat2Desk, config: Config
 ) -> None:
     client = 6001
     orphan = await push_orphan(running, client)
@@ -523,7 +531,7 @@ async def test_an_orphan_in_the_pending_list_does_not_block_the_customer(
     # the bound: the orphan was due in the outbox queue within the publish timeout; the parked
     # batch, cycling in the 1 s wait queue, shows it up once it entered the queue later than
     # that + ORPHAN_MARGIN_SECONDS
-    bound = config.rabbitmq.publish_timeout_seconds + ORPHAN_MARGIN_SECONDS + 1
+    bound = config.rabbitmq.publish_timeout_seconds + botd.outbox.ORPHAN_MARGIN_SECONDS + 1
     await eventually(lambda: fake.texts_for(client) == GREETING_REPLIES, timeout=bound + 10)
     took = time.monotonic() - orphaned_at
     print(f"\norphan in the pending list: the customer's replies went out {took:.1f}s later")
@@ -541,7 +549,9 @@ async def test_an_orphan_in_the_pending_list_does_not_block_the_customer(
     assert fake.texts_for(client)[2:] == replies_to(GREETING, ADDRESS)[1]
 
 
-async def test_a_lone_orphan_is_shown_up_by_a_probe(running: Running, fake: FakeChat2Desk) -> None:
+async def test_a_lone_orphan_is_shown_up_by_a_probe(
+    quick_outbox_look: None, running: Running, fake: FakeChat2Desk
+) -> None:
     """Nothing of its customer comes after it: the retrier's periodic look at the oldest waiting
     reply sends a probe through the outbox queue, which shows the orphan up."""
     client = 6101
@@ -562,7 +572,7 @@ async def test_a_lone_orphan_is_shown_up_by_a_probe(running: Running, fake: Fake
 
 
 async def test_the_oldest_pending_reply_age_is_a_gauge(
-    running: Running, fake: FakeChat2Desk
+    quick_outbox_look: None, running: Running, fake: FakeChat2Desk
 ) -> None:
     client = 6201
     fake.set_down()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 import trio
 
 from botd.bridge import open_bridge
@@ -141,6 +142,7 @@ async def _throughput(
     return 5 * len(customers) / elapsed
 
 
+@pytest.mark.slow  # a measurement more than a guarantee: run with `scripts/chaos pytest`
 async def test_throughput_scales_with_shards(
     make_config: Callable[..., Config], replies: Replies, fake: FakeChat2Desk
 ) -> None:

@@ -106,7 +106,7 @@ async def test_a_connection_closed_mid_message_never_lets_two_processes_send(
     only the call it had in flight (the fence stops the rest), the standby waits for that call
     (the send lease), finds the reply that went out and sends the others: each reply once, in
     order."""
-    config = make_config(rabbitmq_shards="1", chat2desk_timeout_seconds="3", log_level="DEBUG")
+    config = make_config(rabbitmq_shards="1", chat2desk_timeout_seconds="8", log_level="DEBUG")
     cid = 870_001
     model = DialogModel(config, cid)
     expected = model.turn("Здравствуйте")
@@ -114,14 +114,16 @@ async def test_a_connection_closed_mid_message_never_lets_two_processes_send(
     async with botds(config) as group, httpx.AsyncClient() as http:
         active = await group.start()
         standby = await group.start()
-        fake.set_delay(1.5)  # each reply takes 1.5 s: the turn is mid-send for a while
+        # each reply is taken at once and answered after 5 s: the first is still in flight when
+        # the (slow) rabbitmqctl is done
+        fake.set_accept_slowly(5)
         body = await say(http, active.url, cid, "Здравствуйте")
         await fake.wait_for_requests(1)  # the first reply is in flight from the active one
         close_broker_connection_of(active.process.pid, unquote(amqp_vhost_url.rsplit("/", 1)[1]))
         await active.wait_for_line(r"channel that delivered .* is gone")
+        fake.set_accept_slowly(None)
         await standby.wait_for_line(rf"message {body['message_id']} client {cid}: resent")
         await replies.wait(cid, len(expected), timeout=30)
-        fake.set_delay(0)
         # the active one, reconnected, is the standby now: the customer's next turn works
         nxt = model.turn("ул. Токтогула 125, кв. 4")
         await say(http, standby.url, cid, "ул. Токтогула 125, кв. 4")
