@@ -128,7 +128,7 @@ class WebhookConfig:
         "",
         "Header with the signing time (unix seconds); when set, the signature covers "
         "'<timestamp>.<body>', old or future timestamps are refused, and a signature already "
-        "queued is answered 'duplicate' (replay). Empty turns it off.",
+        "queued is answered 'ignored' (a replay). Empty turns it off.",
     )
     hmac_tolerance_seconds: int = _f(
         300, "Largest accepted clock difference for the signed timestamp.", check=_range(1, 86400)

@@ -80,9 +80,9 @@ def spec(
                     },
                     "responses": {
                         "200": _answer(
-                            "queued (a customer message, durably queued), ignored (not ours), "
-                            "or duplicate (with a signed timestamp header only: this signature "
-                            "was queued already, a replay; not queued again)",
+                            "queued (a customer message, durably queued), or ignored (not ours; "
+                            "or, with a signed timestamp header only, a replay: this signature "
+                            "was queued already, not queued again)",
                             {"status": "queued"},
                         ),
                         "400": _answer(
@@ -143,7 +143,7 @@ def spec(
                     "properties": {
                         "status": {
                             "type": "string",
-                            "enum": ["queued", "ignored", "duplicate", "error"],
+                            "enum": ["queued", "ignored", "error"],
                         },
                         "reason": {"type": "string"},
                     },

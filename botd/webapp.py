@@ -7,7 +7,7 @@ get ``{"status": "error", "reason": …}`` with 400 / 401 / 404 / 405 / 413 / 41
 broker is unavailable or botd is draining. Nothing is queued unless the answer is "queued".
 
 With a signed timestamp (``hmac_timestamp_header``), a request whose signature was already
-queued is answered ``200 {"status": "duplicate"}`` and not queued again (a replay); the
+queued is answered ``200 {"status": "ignored"}`` with a replay reason and not queued again; the
 signatures are remembered in Redis after the confirm, and a Redis that does not answer within
 :data:`REPLAY_CHECK_SECONDS` lets the request through (the consumer's dedupe still holds).
 
@@ -107,7 +107,9 @@ def _answer(status: int, payload: dict[str, str]) -> Response:
 
 
 _QUEUED = json.dumps({"status": "queued"})
-_DUPLICATE = json.dumps({"status": "duplicate"})
+# A replay keeps the outside contract's words: "ignored" (not queued), with the reason.
+REPLAY_REASON = "replayed request: this signature was queued already"
+_REPLAYED = json.dumps({"status": "ignored", "reason": REPLAY_REASON})
 
 
 def _error(status: int, reason: str) -> Response:
@@ -283,7 +285,7 @@ def create_app(deps: WebDeps) -> QuartTrio:
                 verdict.message_id,
             )
             answered(200, started)
-            return Response(_DUPLICATE, status=200, content_type=JSON)
+            return Response(_REPLAYED, status=200, content_type=JSON)
         shard = shard_of(verdict.client_id, deps.shards)
         try:
             await deps.publish(shard, encode_queued(verdict))
@@ -292,7 +294,7 @@ def create_app(deps: WebDeps) -> QuartTrio:
             answered(503, started)
             return _error(503, "message broker unavailable; retry later")
         # Only now: a signature recorded before the confirm would turn the retry of a request
-        # that was never queued into a "duplicate", and lose it.
+        # that was never queued into an "ignored" replay, and lose it.
         await record_queued(signature, verdict.message_id)
         answered(200, started)
         return Response(_QUEUED, status=200, content_type=JSON)

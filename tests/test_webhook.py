@@ -39,7 +39,14 @@ from botd.inbound import MAX_TEXT_CHARS, QueuedMessage, decode_queued, shard_of
 from botd.metrics import Metrics
 from botd.state_store import StateStore, open_state_store
 from botd.testing.fake_chat2desk import FakeChat2Desk
-from botd.webapp import REPLAY_CHECK_SECONDS, WEBHOOK_PATH, SignatureLog, WebDeps, create_app
+from botd.webapp import (
+    REPLAY_CHECK_SECONDS,
+    REPLAY_REASON,
+    WEBHOOK_PATH,
+    SignatureLog,
+    WebDeps,
+    create_app,
+)
 from tests.conftest import REDIS_URL, delete_queues
 from tests.helpers import inbox_payload, orders, post_webhook
 
@@ -391,7 +398,7 @@ def replay_keys(prefix: str) -> dict[str, int]:
         client.close()
 
 
-async def test_a_replayed_signed_request_is_answered_duplicate_and_not_queued_again(
+async def test_a_replayed_signed_request_is_answered_ignored_and_not_queued_again(
     signature_log: StateStore, redis_prefix: str
 ) -> None:
     under = replay_app(signature_log)
@@ -402,7 +409,7 @@ async def test_a_replayed_signed_request_is_answered_duplicate_and_not_queued_ag
     respelled = {**headers, SIG_HEADER: "sha256=" + headers[SIG_HEADER].upper()}
     for replay in (headers, respelled):
         again = await call(under, body, headers=replay)
-        assert (again.status, again.json) == (200, {"status": "duplicate"})
+        assert (again.status, again.json) == (200, {"status": "ignored", "reason": REPLAY_REASON})
     assert len(under.recorder.published) == 1
     # remembered under the key prefix, for twice the tolerance (a timestamp is accepted that
     # long either side of its time)
@@ -469,7 +476,7 @@ async def test_replay_check_lets_the_request_through_when_redis_cannot_answer(
     assert [m.split(" of ")[0] for m in skipped] == ["replay check", "replay record"] * 2, skipped
 
 
-async def test_the_running_daemon_answers_a_replay_duplicate(
+async def test_the_running_daemon_answers_a_replay_ignored(
     make_config: Callable[..., Config], redis_prefix: str
 ) -> None:
     """The daemon gives the web app its Redis state store as the signature log."""
@@ -491,7 +498,7 @@ async def test_the_running_daemon_answers_a_replay_duplicate(
                 ]
             assert [(a.status_code, a.json()) for a in answers] == [
                 (200, {"status": "queued"}),
-                (200, {"status": "duplicate"}),
+                (200, {"status": "ignored", "reason": REPLAY_REASON}),
             ]
             assert list(replay_keys(cfg.redis.key_prefix)) == [
                 f"{cfg.redis.key_prefix}replay:{headers[SIG_HEADER]}"
