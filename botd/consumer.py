@@ -57,8 +57,6 @@ log = logging.getLogger("botd.consumer")
 
 MAX_CONFLICT_RETRIES = 5
 
-DEFAULT_LEASE_SECONDS = 12.0  # chat2desk.timeout_seconds (10 s) + 2 s; the daemon passes its own
-
 
 TRANSIENT_BACKOFF_MAX = 5.0
 
@@ -146,7 +144,7 @@ class Processor:
         observer: Callable[[Executed], None] | None = None,
         guards: SendGuards | None = None,
     ) -> None:
-        self._guards = guards or SendGuards(store, lease_seconds=DEFAULT_LEASE_SECONDS)
+        self._guards = guards or SendGuards(store)
         self._timers = timers
         self._store = store
         self._orders = orders

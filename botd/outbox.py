@@ -48,7 +48,6 @@ log = logging.getLogger("botd.outbox")
 __all__ = ["DeadReply", "Outbox", "OutboxBatch", "OutboxRetrier", "backoff_for", "wait_tiers"]
 
 OUTBOX_MAX_AGE_SECONDS = 7 * 24 * 3600
-DEFAULT_LEASE_SECONDS = 12.0  # chat2desk.timeout_seconds (10 s) + 2 s; the daemon passes its own
 
 KIND_HEADER = "x-botd-kind"
 # Orphans (docs/design.md §3.5): a customer's pending list can name a batch that is in no queue
@@ -299,7 +298,7 @@ class OutboxRetrier:
         sender: Sender,
         guards: SendGuards | None = None,
     ) -> None:
-        self._guards = guards or SendGuards(store, lease_seconds=DEFAULT_LEASE_SECONDS)
+        self._guards = guards or SendGuards(store)
         self._broker = broker
         self._outbox = outbox
         self._store = store

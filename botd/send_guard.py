@@ -35,6 +35,8 @@ Fence = Callable[[], bool]  # True while the delivery being processed is still o
 Guard = Callable[[], Awaitable[None]]
 
 LEASE_POLL_SECONDS = 0.1
+# chat2desk.timeout_seconds (10 s) + 2 s: a lease outlives one call; the daemon passes its own
+DEFAULT_LEASE_SECONDS = 12.0
 DEAD_HOLDER_GRACE_SECONDS = 1.0
 _HOST = socket.gethostname()
 
@@ -59,7 +61,11 @@ class SendGuards:
     """Makes the guard for one delivery's calls; one holder id per process."""
 
     def __init__(
-        self, store: ports.StateStore, *, lease_seconds: float, holder: str | None = None
+        self,
+        store: ports.StateStore,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str | None = None,
     ) -> None:
         self._store = store
         self._lease_seconds = lease_seconds
