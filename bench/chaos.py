@@ -22,7 +22,7 @@ not handed off to an operator (an echo of botd's own reply mistaken for one), an
 order per confirmed dialog, with its values.
 
     scripts/chaos [--seconds 150] [--customers 16] [--seed N]
-    scripts/chaos pytest          # runs `pytest -m slow tests/faults` instead
+    scripts/chaos pytest          # runs `pytest -m slow tests` instead
 """
 
 from __future__ import annotations

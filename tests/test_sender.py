@@ -413,6 +413,9 @@ async def drive_backlog(
     return fake.requests
 
 
+# The daemon's limiter is the shared one (test_shared_limiter.py, faults/test_shared_limit.py);
+# these two run the in-process TokenBucket against the fake's window: `scripts/chaos pytest`.
+@pytest.mark.slow
 async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk) -> None:
     rpm, burst, n = 600, 5, 65  # 10/s for ~6 s
     fake.enforce_rate_limit(rpm)
@@ -433,6 +436,7 @@ async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk) -> None:
     assert 0.95 <= utilisation <= 1.02
 
 
+@pytest.mark.slow
 async def test_limiter_window_cap_end_to_end(
     fake: FakeChat2Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
