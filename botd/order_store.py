@@ -11,7 +11,7 @@ reach the SQL text.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +29,19 @@ from botd.ports import CancelOutcome, CancelResult
 
 log = logging.getLogger("botd.orders")
 
+# The order and its ``order.placed`` event (botd.order_lifecycle) in one statement: both or none.
 _PLACE = """
 WITH ins AS (
     INSERT INTO orders (idempotency_key, client_phone, delivery_address, quantity,
-                        chat2desk_client_id, status, source)
-    VALUES (%(key)s, %(phone)s, %(address)s, %(quantity)s, %(client_id)s, 'placed', 'chat2desk')
+                        chat2desk_client_id, status, source, locale, dialog_started_at)
+    VALUES (%(key)s, %(phone)s, %(address)s, %(quantity)s, %(client_id)s, 'placed', 'chat2desk',
+            %(locale)s, CASE WHEN %(started)s::float8 > 0 THEN to_timestamp(%(started)s) END)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
+),
+event AS (
+    INSERT INTO order_events (order_id, type, from_status, to_status, actor)
+    SELECT id, 'order.placed', NULL, 'placed', 'customer' FROM ins
 )
 SELECT id, true AS created FROM ins
 UNION ALL
@@ -57,6 +63,10 @@ cancelled AS (
     FROM target
     WHERE orders.id = target.id AND target.status = 'placed'
     RETURNING orders.id
+),
+event AS (
+    INSERT INTO order_events (order_id, type, from_status, to_status, actor)
+    SELECT id, 'order.cancelled', 'placed', 'cancelled', 'customer' FROM cancelled
 )
 SELECT target.id, target.status, cancelled.id IS NOT NULL AS cancelled_now
 FROM target LEFT JOIN cancelled ON cancelled.id = target.id
@@ -92,6 +102,8 @@ class OrderStore:
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._placed = 0
         self._cancelled = 0
+        # called after a change that wrote an order event (the relay sends it on at once)
+        self.on_change: Callable[[], None] | None = None
 
     async def _aio_open(self) -> None:
         pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
@@ -126,6 +138,10 @@ class OrderStore:
 
         return await self._bridge.run(call)
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def statistics(self) -> OrderStoreStatistics:
         stats = self._pool.get_stats() if self._pool is not None else {}
         return OrderStoreStatistics(
@@ -143,6 +159,8 @@ class OrderStore:
             "address": draft.address,
             "quantity": draft.quantity,
             "client_id": draft.client_id,
+            "locale": draft.locale or None,
+            "started": draft.started_at,
         }
         rows = await self._run(_PLACE, params, timeout=timeout)
         if not rows:  # inserted concurrently by a transaction our snapshot did not see
@@ -151,6 +169,7 @@ class OrderStore:
             raise TransientError("order neither inserted nor found; will retry")
         if rows[0][1]:
             self._placed += 1
+            self._changed()
         return int(rows[0][0])
 
     async def cancel(self, key: str, *, timeout: float = 10.0) -> CancelResult:
@@ -165,6 +184,7 @@ class OrderStore:
         order_id, status, cancelled_now = int(rows[0][0]), rows[0][1], rows[0][2]
         if cancelled_now:
             self._cancelled += 1
+            self._changed()
             return CancelResult(CancelOutcome.CANCELLED, order_id)
         if status == "cancelled":
             return CancelResult(CancelOutcome.ALREADY_CANCELLED, order_id)

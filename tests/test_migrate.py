@@ -202,7 +202,9 @@ def test_upgrade_from_0001_turns_new_orders_into_placed(pg_dsn: str) -> None:
     with pytest.raises(SchemaError, match="botd migrate"):
         check_version(max(_applied_versions(pg_dsn)))  # `botd run` refuses the old schema
 
-    assert [(m.version, m.name) for m in apply_migrations(pg_dsn)] == [(2, "order_status")]
+    assert [(m.version, m.name) for m in apply_migrations(pg_dsn, target=2)] == [
+        (2, "order_status")
+    ]
     upgraded = [
         ("k-default", "placed", False),
         ("k-new", "placed", False),
@@ -212,16 +214,32 @@ def test_upgrade_from_0001_turns_new_orders_into_placed(pg_dsn: str) -> None:
     ]
     assert _statuses(pg_dsn) == upgraded
     assert _applied_versions(pg_dsn) == [1, 2]
-    check_version(max(_applied_versions(pg_dsn)))  # `botd run` accepts it now
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.CheckViolation):
             _insert_order(conn, "k-new-again", "new")
         _insert_order(conn, "k-after")
     assert _statuses(pg_dsn)[-1] == ("k-after", "placed", False)
 
+    # 0003: the orders so far get their history, already published (nothing is sent again)
+    assert [m.version for m in apply_migrations(pg_dsn)] == [3]
+    check_version(max(_applied_versions(pg_dsn)))  # `botd run` accepts it now
+    with psycopg.connect(pg_dsn) as conn:
+        history = conn.execute(
+            "SELECT o.idempotency_key, e.type, e.from_status, e.to_status, "
+            "e.published_at IS NOT NULL FROM order_events e JOIN orders o ON o.id = e.order_id "
+            "ORDER BY e.id"
+        ).fetchall()
+    keys = [k for k, _s, _c in upgraded] + ["k-after"]
+    assert history == [
+        *((k, "order.placed", None, "placed", True) for k in keys),
+        ("k-confirmed", "order.status_changed", "placed", "confirmed", True),
+        ("k-delivered", "order.status_changed", "placed", "delivered", True),
+        ("k-cancelled", "order.cancelled", "placed", "cancelled", True),
+    ]
+
     # idempotent: a second run applies nothing and changes nothing
     assert apply_migrations(pg_dsn) == []
-    assert _applied_versions(pg_dsn) == [1, 2]
+    assert _applied_versions(pg_dsn) == [1, 2, 3]
     assert _statuses(pg_dsn) == [*upgraded, ("k-after", "placed", False)]
 
 

@@ -133,6 +133,8 @@ class OrderDraft:
     phone: str  # E.164
     address: str
     quantity: int
+    locale: str = ""  # the language of the dialog (for the messages about the order)
+    started_at: float = 0.0  # when the dialog that led to the order began (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -812,6 +812,8 @@ def _at_summary(
             phone=state.phone,
             address=state.address,
             quantity=state.quantity,
+            locale=state.locale,
+            started_at=state.started_at,
         )
         done = dataclasses.replace(
             _idle(state.locale, now, state),
