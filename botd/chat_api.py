@@ -194,9 +194,11 @@ class ChatApi:
         *,
         external_id: str | None = None,
         route: Route | None = None,
+        message_type: str = "to_client",
     ) -> str:
-        """Send ``text`` to the customer; return Chat2Desk's message id (may be "")."""
-        body: dict[str, Any] = {"client_id": int(client_id), "text": text, "type": "to_client"}
+        """Send ``text`` to the customer (or, with ``message_type="comment"``, an internal note
+        into their dialog that they do not see); return Chat2Desk's message id (may be "")."""
+        body: dict[str, Any] = {"client_id": int(client_id), "text": text, "type": message_type}
         if external_id is not None:
             body["external_id"] = external_id
         if route is not None and route.transport:
@@ -213,11 +215,13 @@ class ChatApi:
         mid = data.get("message_id") if isinstance(data, dict) else None
         return "" if mid is None else str(mid)
 
-    async def list_messages(self, client_id: str, *, limit: int, offset: int) -> MessagePage:
-        """One page of the messages sent to the customer (``GET /messages``)."""
+    async def list_messages(
+        self, client_id: str, *, limit: int, offset: int, message_type: str = "to_client"
+    ) -> MessagePage:
+        """One page of the messages sent to the customer (``GET /messages``) of one type."""
         params: dict[str, str | int] = {
             "client_id": client_id,
-            "type": "to_client",
+            "type": message_type,
             "limit": limit,
             "offset": offset,
         }
@@ -308,11 +312,18 @@ class Sender:
             self._auth_reason = ""
         return result
 
-    async def _page(self, client_id: str, offset: int) -> MessagePage:
-        return await self._api.list_messages(client_id, limit=LOOKUP_PAGE, offset=offset)
+    async def _page(self, client_id: str, offset: int, message_type: str) -> MessagePage:
+        return await self._api.list_messages(
+            client_id, limit=LOOKUP_PAGE, offset=offset, message_type=message_type
+        )
 
     async def find_sent(
-        self, client_id: str, external_ids: tuple[str, ...], *, guard: Guard | None = None
+        self,
+        client_id: str,
+        external_ids: tuple[str, ...],
+        *,
+        guard: Guard | None = None,
+        message_type: str = "to_client",
     ) -> dict[str, str]:
         """Which of ``external_ids`` Chat2Desk already holds for the customer: {id: message id}.
 
@@ -329,7 +340,9 @@ class Sender:
             offset = offsets.pop()
             self._lookups += 1
             try:
-                page = await self._limited_call(partial(self._page, client_id, offset), guard)
+                page = await self._limited_call(
+                    partial(self._page, client_id, offset, message_type), guard
+                )
             except PermanentError as exc:
                 log.warning("chat2desk message lookup unavailable (%s): sends are re-sent", exc)
                 self._lookup_unsupported = True
@@ -350,11 +363,14 @@ class Sender:
         route: Route | None = None,
         unsure: bool = False,
         guard: Guard | None = None,
+        message_type: str = "to_client",
     ) -> str:
         """One attempt: with ``unsure`` (an earlier attempt may have gone through), look the
         message up by ``external_id`` first and return its id if Chat2Desk has it."""
         if unsure and external_id is not None:
-            found = await self.find_sent(client_id, (external_id,), guard=guard)
+            found = await self.find_sent(
+                client_id, (external_id,), guard=guard, message_type=message_type
+            )
             if external_id in found:
                 self._reconciled += 1
                 log.info(
@@ -364,7 +380,9 @@ class Sender:
                 )
                 return found[external_id]
         mid = await self._limited_call(
-            lambda: self._api.send_message(client_id, text, external_id=external_id, route=route),
+            lambda: self._api.send_message(
+                client_id, text, external_id=external_id, route=route, message_type=message_type
+            ),
             guard,
         )
         self._ok += 1

@@ -288,6 +288,42 @@ class DialogConfig:
         "(0 turns chat cancels off).",
         check=_range(0, 7 * 86400),
     )
+    order_notes: bool = _f(
+        True,
+        "Put an internal note (a Chat2Desk comment the customer does not see) with the order's "
+        "number and details into the customer's dialog when an order is placed or cancelled.",
+    )
+    notify_status_changes: bool = _f(
+        True,
+        "Tell the customer in a short message when the shop sets their order to 'delivering' "
+        "or cancels it (botd orders set-status).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ShopWebhookConfig:
+    url: str = _f(
+        "",
+        "The shop's own system: every order event (order.placed, order.cancelled, "
+        "order.status_changed) is POSTed here as signed JSON. Empty turns it off.",
+        check=lambda v: None if v == "" else _url("http", "https")(v),
+    )
+    secret: str = _f(
+        "",
+        "Secret of the X-Botd-Signature header (HMAC-SHA256 of '<t>.<body>'); required with url.",
+        secret=True,
+    )
+    timeout_seconds: float = _f(
+        10.0, "How long one POST to the shop may take.", check=_range(0.5, 120)
+    )
+    max_attempts: int = _f(
+        12,
+        "Attempts of one event before it moves to the DLQ (botd dlq replay sends it again).",
+        check=_range(1, 1000),
+    )
+    max_backoff_seconds: float = _f(
+        300.0, "Longest wait between attempts (1 s, doubling).", check=_range(1, 86400)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +368,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
+    shop_webhook: ShopWebhookConfig = field(default_factory=ShopWebhookConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -495,6 +532,13 @@ def load_config(
         problems.append(
             f"[postgres] pool_min_size = {pg.pool_min_size}: must not exceed pool_max_size "
             f"({pg.pool_max_size}); lower it or raise pool_max_size"
+        )
+    shop = sections["shop_webhook"]
+    if shop.url and not shop.secret:
+        problems.append(
+            "[shop_webhook] secret is empty while url is set: the shop could not tell botd's "
+            "events from forged ones; set BOTD_SHOP_WEBHOOK_SECRET (make one: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')"
         )
     if problems:
         raise ConfigError(problems)

@@ -31,6 +31,7 @@ import trio
 
 from botd import dialog, ports
 from botd.broker import Broker, Delivery, QueueWorker, Subscription
+from botd.dialog.step import is_consistent, is_expired
 from botd.errors import (
     DeliveryLost,
     DeliveryUnknown,
@@ -73,6 +74,7 @@ class ConsumerStatistics:
     poison: int = 0
     in_flight: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
+    abandoned: dict[str, int] = field(default_factory=dict)  # by the step given up at
     processing_seconds_total: float = 0.0
 
 
@@ -113,7 +115,9 @@ def to_turn(msg: QueuedMessage) -> dialog.Turn:
 
 
 def to_event(msg: QueuedMessage) -> dialog.Event:
-    """The dialog event of a queued message: an operator's message, a timer or a customer turn."""
+    """The dialog event of a queued message: an operator's message, a timer, the shop's change of
+    an order's status or a customer turn. Raises InvalidInput for an order status without its
+    order or status: retrying cannot complete it, so it is dead-lettered like malformed JSON."""
     if msg.kind is MessageKind.OPERATOR:
         return dialog.OperatorMessage(
             message_id=msg.message_id, client_id=msg.client_id, text=msg.text, at=msg.received_at
@@ -125,7 +129,43 @@ def to_event(msg: QueuedMessage) -> dialog.Event:
             kind=dialog.TimerKind(msg.kind),
             at=msg.received_at,
         )
+    if msg.kind is MessageKind.ORDER_STATUS:
+        if msg.order_id is None or not msg.order_status:
+            raise InvalidInput(
+                f"order_status message {msg.message_id}: order_id and order_status are required"
+            )
+        return dialog.OrderStatusChanged(
+            message_id=msg.message_id,
+            client_id=msg.client_id,
+            order_id=msg.order_id,
+            status=msg.order_status,
+            locale=msg.locale,
+            at=msg.received_at,
+        )
     return to_turn(msg)
+
+
+def abandoned_at(
+    state: dialog.DialogState | None,
+    event: dialog.Event,
+    transition: dialog.Transition,
+    now: float,
+    settings: dialog.DialogSettings,
+) -> str | None:
+    """The step a customer gave the order up at, when ``transition`` ends that dialog unfinished:
+    the expire timer closed it, or the customer came back after the dialog TTL (the dialog
+    starts over, "dialog_expired"). None otherwise (an operator's takeover is no giving up)."""
+    if state is None or state.step not in dialog.WAITING_STEPS:
+        return None
+    if isinstance(event, dialog.TimerFired):
+        ended = event.kind is dialog.TimerKind.EXPIRE and transition.state.step is dialog.Step.IDLE
+    else:  # the checks dialog.step makes before it forgets an expired dialog
+        ended = (
+            isinstance(event, dialog.Turn)
+            and is_consistent(state)
+            and is_expired(state, now, settings)
+        )
+    return str(state.step) if ended else None
 
 
 class Processor:
@@ -181,10 +221,19 @@ class Processor:
                 return Outcome.RESENT
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
             transition = None
+            now = self._clock()
             # A timer is valid only for the state it was set for: the customer wrote since?
             if not isinstance(event, dialog.TimerFired) or loaded.version == msg.version:
-                transition = dialog.handle(state, event, self._clock(), self._settings)
-            if transition is None:  # a stale timer, or one with nothing to do
+                transition = dialog.handle(state, event, now, self._settings)
+            if transition is None:  # a stale timer, or a timer or order status with nothing to do
+                if isinstance(event, dialog.OrderStatusChanged):
+                    log.info(
+                        "order %s of client %s is now %s: nothing to tell the customer",
+                        event.order_id,
+                        msg.client_id,
+                        event.status,
+                        extra=ids,
+                    )
                 self.stats.stale_timers += 1
                 return Outcome.STALE_TIMER
             if transition.handoff_started:
@@ -234,6 +283,8 @@ class Processor:
                 continue  # processed meanwhile: the next load finds its marker
             step_name = str(transition.state.step)
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
+            if (gave_up := abandoned_at(state, event, transition, now, self._settings)) is not None:
+                self.stats.abandoned[gave_up] = self.stats.abandoned.get(gave_up, 0) + 1
             await self._deliver(msg, replies, loaded.outbox_pending > 0, fence)
             self.stats.processed += 1
             if self._observer is not None:
@@ -425,6 +476,7 @@ class ShardConsumers:
         stats = self._processor.stats
         try:
             msg = decode_queued(delivery.body)
+            to_event(msg)  # what its kind needs is there (an order status names its order)
         except InvalidInput as exc:
             stats.poison += 1
             log.error(

@@ -27,8 +27,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 import hypercorn.config
 import hypercorn.trio
 import trio
@@ -43,11 +44,14 @@ from botd.consumer import Processor, ShardConsumers
 from botd.errors import BotdError, TransientError
 from botd.health import HealthMonitor
 from botd.metrics import Metrics
+from botd.order_events import EventRelay
+from botd.order_notes import OrderNotes
 from botd.order_store import OrderStore, open_order_store
 from botd.outbox import Outbox, OutboxRetrier
 from botd.ratelimit import RateLimiter
 from botd.send_guard import SendGuards
 from botd.shared_limiter import open_shared_limiter
+from botd.shop_webhook import ShopWebhook, open_shop_client
 from botd.state_store import StateStore, open_state_store
 from botd.timers import TimerRouter, Timers
 from botd.webapp import WebDeps, create_app
@@ -91,9 +95,18 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
 # ---- the parts -------------------------------------------------------------------------------
 
 
+class Background(Protocol):
+    """A queue worker or loop the drain stops: ``serve`` until ``stop_taking``."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+    def stop_taking(self) -> None: ...
+
+
 class Workers:
-    """The shard consumers, the outbox retrier and the timer router, in a child nursery of their
-    own so that the drain can stop and cancel them apart from the rest.
+    """The shard consumers, the outbox retrier, the timer router and the order events (relay,
+    notes, shop webhook), in a child nursery of their own so that the drain can stop and cancel
+    them apart from the rest.
 
     They start once ``check_schema`` has passed (it retries while PostgreSQL is unreachable and
     raises SchemaError, which ends botd, on a schema it does not know); each then waits for the
@@ -108,10 +121,12 @@ class Workers:
         *,
         shards: int,
         check_schema: Callable[[], Awaitable[None]],
+        others: tuple[Background, ...] = (),
     ) -> None:
         self._consumers = consumers
         self._retrier = retrier
         self._timer_router = timer_router
+        self._others = others
         self._shards = shards
         self._check_schema = check_schema
         self._scope = trio.CancelScope()
@@ -132,6 +147,8 @@ class Workers:
                         await nursery.start(self._consumers.serve_shard, shard)
                     await nursery.start(self._retrier.serve)
                     await nursery.start(self._timer_router.serve)
+                    for other in self._others:
+                        await nursery.start(other.serve)
                     self._started.set()
                     task_status.started()
         finally:
@@ -147,6 +164,8 @@ class Workers:
         self._consumers.stop_taking()
         self._retrier.stop_taking()
         self._timer_router.stop_taking()
+        for other in self._others:
+            other.stop_taking()
         with trio.move_on_after(timeout_seconds):
             await self._done.wait()
         if not self._done.is_set():
@@ -194,6 +213,9 @@ class Components:
     health: HealthMonitor
     metrics: Metrics
     server: WebServer
+    relay: EventRelay
+    notes: OrderNotes
+    shop: ShopWebhook | None
 
     def statistics(self) -> dict[str, Any]:
         """What the metrics read at scrape time (connections and depths: the last health check)."""
@@ -203,6 +225,7 @@ class Components:
             "sender": self.sender.statistics(),
             "limiter": self.limiter.statistics(),
             "outbox": self.outbox.statistics(),
+            "orders": self.orders.statistics(),
             "connections": snap.services,
             "depths": {"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
         }
@@ -241,6 +264,7 @@ def build(
     broker: Broker,
     api: ChatApi,
     limiter: RateLimiter,
+    shop_client: httpx.AsyncClient | None = None,
 ) -> Components:
     """Construct every part from the opened resources; nothing runs and nothing does I/O."""
     shards = config.rabbitmq.shards
@@ -268,12 +292,19 @@ def build(
     )
     consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
     retrier = OutboxRetrier(broker, outbox, store, sender, guards)
+    relay = EventRelay(orders, broker, config)
+    orders.on_change = relay.wake
+    notes = OrderNotes(broker, store, sender, config)
+    shop = None
+    if config.shop_webhook.url and shop_client is not None:
+        shop = ShopWebhook(broker, store, config.shop_webhook, shop_client)
     workers = Workers(
         consumers,
         retrier,
         TimerRouter(broker),
         shards=shards,
         check_schema=partial(_check_schema, orders),
+        others=(relay, notes) if shop is None else (relay, notes, shop),
     )
     health = HealthMonitor(
         bridge=bridge,
@@ -301,6 +332,9 @@ def build(
         health=health,
         metrics=metrics,
         server=WebServer(app, _hypercorn_config(config)),
+        relay=relay,
+        notes=notes,
+        shop=shop,
     )
     metrics.set_source(parts.statistics)
     return parts
@@ -332,6 +366,7 @@ async def open_components(config: Config) -> AsyncIterator[Components]:
         open_shared_limiter(bridge, config) as limiter,
         open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
         open_chat_api(config.chat2desk) as api,
+        open_shop_client(config.shop_webhook) as shop_client,
     ):
         yield build(
             config,
@@ -341,6 +376,7 @@ async def open_components(config: Config) -> AsyncIterator[Components]:
             broker=broker,
             api=api,
             limiter=limiter,
+            shop_client=shop_client,
         )
 
 
@@ -361,6 +397,9 @@ class Running:
     metrics: Metrics
     health: HealthMonitor
     stop: Callable[[], None]
+    relay: EventRelay | None = None
+    notes: OrderNotes | None = None
+    shop: ShopWebhook | None = None
 
     @property
     def draining(self) -> bool:
@@ -439,6 +478,9 @@ async def serve(
                 metrics=parts.metrics,
                 health=parts.health,
                 stop=stop.set,
+                relay=parts.relay,
+                notes=parts.notes,
+                shop=parts.shop,
             )
         )
         await stop.wait()

@@ -5,11 +5,14 @@ The DLQ holds three kinds of message, told apart by the ``x-botd-kind`` header a
 - ``reply`` — a reply botd gave up on (permanent API error, max attempts, older than 7 days);
 - ``message`` — a customer message dead-lettered by the broker (poison: over the delivery
   limit, rejected as malformed, or expired after 24 h in its shard queue);
-- ``outbox`` — a parked batch of replies that expired in the outbox.
+- ``outbox`` — a parked batch of replies that expired in the outbox;
+- ``shop_event`` — an order event the shop's webhook did not take (``shop_webhook``);
+- ``order_note`` — an order note Chat2Desk did not take.
 
 ``replay`` publishes (confirmed) a message back where it can succeed — a customer message to its
-shard (processing is idempotent by message_id), replies to the outbox — and only then removes it
-from the DLQ. IDs are the AMQP message ids; any unique prefix works.
+shard (processing is idempotent by message_id), replies to the outbox, order events to their
+queue (``shop_events`` or ``order_notes``: the receiver dedupes on the event id) — and only then
+removes it from the DLQ. IDs are the AMQP message ids; any unique prefix works.
 """
 
 from __future__ import annotations
@@ -31,9 +34,22 @@ from botd.broker import Broker, Browsed, Browser, layout, open_broker
 from botd.config import Config
 from botd.errors import InvalidInput
 from botd.inbound import decode_queued, shard_of
+from botd.order_events import (
+    ATTEMPTS_HEADER,
+    NOTE_KIND,
+    REASON_HEADER,
+    SHOP_EVENT_KIND,
+    decode_event,
+)
 from botd.outbox import KIND_HEADER, DeadReply, OutboxBatch
 
 BROWSE_LIMIT = 10_000
+# kind header → the Topology attribute naming the queue a replay goes back to
+EVENT_QUEUES = {SHOP_EVENT_KIND: "shop_events", NOTE_KIND: "order_notes"}
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,19 @@ def classify(message: Browsed, now: float) -> Entry:
     age = None if message.timestamp is None else max(0.0, now - message.timestamp)
     if isinstance(kind, bytes):
         kind = kind.decode()
+    if kind in EVENT_QUEUES and isinstance(body, dict):
+        found = body.get("order")
+        order: dict[str, Any] = found if isinstance(found, dict) else {}
+        return Entry(
+            message,
+            str(kind),
+            str(order.get("client_id", "?")),
+            f"{body.get('type', '?')} of order {order.get('id', '?')}: "
+            + _text(headers.get(REASON_HEADER, "?")),
+            _text(headers.get(ATTEMPTS_HEADER, "?")),
+            age,
+            body,
+        )
     if kind == "reply" and isinstance(body, dict):
         return Entry(
             message,
@@ -114,10 +143,10 @@ def _short(text: str, width: int) -> str:
 
 
 def print_table(entries: list[Entry]) -> None:
-    print(f"{'ID':<14} {'KIND':<8} {'CUSTOMER':<12} {'AGE':>6} {'ATTEMPTS':>8}  REASON")
+    print(f"{'ID':<14} {'KIND':<10} {'CUSTOMER':<12} {'AGE':>6} {'ATTEMPTS':>8}  REASON")
     for e in entries:
         print(
-            f"{e.message.id[:12]:<14} {e.kind:<8} {e.client_id:<12} {_age(e.age_seconds):>6} "
+            f"{e.message.id[:12]:<14} {e.kind:<10} {e.client_id:<12} {_age(e.age_seconds):>6} "
             f"{e.attempts:>8}  {_short(e.reason, 70)}"
         )
     print(f"{len(entries)} message(s) in the DLQ")
@@ -126,7 +155,13 @@ def print_table(entries: list[Entry]) -> None:
 async def _replay(broker: Broker, browser: Browser, entry: Entry, config: Config) -> None:
     topology = broker.topology
     raw = entry.message.body
-    if entry.kind == "reply":
+    if entry.kind in EVENT_QUEUES:
+        decode_event(raw)  # refuses what is not an order event (left in the DLQ)
+        queue = getattr(topology, EVENT_QUEUES[entry.kind])
+        await broker.publish(
+            queue, raw, timeout=broker.publish_timeout, headers={KIND_HEADER: entry.kind}
+        )
+    elif entry.kind == "reply":
         dead = msgspec.json.decode(raw, type=DeadReply)
         batch = OutboxBatch(
             id=f"replay.{entry.message.id}",

@@ -2,8 +2,9 @@
 
 ``BOTD_TEST_CRASH_AT=<point>[:<n>]`` makes the process SIGKILL itself the n-th time (default:
 the first) processing reaches ``<point>``. Points: ``after_dedupe_check``, ``after_order_insert``,
-``after_state_commit``, ``after_send``, ``before_ack``. Unset (production), :func:`crash_point`
-is one global read and a return.
+``after_state_commit``, ``after_send``, ``before_ack``, ``after_events_handed_on`` (the
+order-event relay published a batch and has not marked it yet). Unset (production),
+:func:`crash_point` is one global read and a return.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ POINTS = (
     "after_state_commit",
     "after_send",
     "before_ack",
+    "after_events_handed_on",
 )
 
 

@@ -34,6 +34,8 @@ class MessageKind(StrEnum):
     OPERATOR = "operator"  # a message sent to the customer from Chat2Desk (a human or our echo)
     REMINDER = "reminder"  # durable dialog timers (botd.timers), valid only at state ``version``
     EXPIRE = "expire"
+    # the shop moved the customer's order (botd orders set-status): tell the customer
+    ORDER_STATUS = "order_status"
 
 
 class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +54,10 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     kind: MessageKind = MessageKind.CUSTOMER
     version: int = 0
     external_id: str | None = None  # an ``outbox`` event's external id (botd's replies: botd-…)
+    # ORDER_STATUS only: the order, its new status, and the language the customer ordered in
+    order_id: int | None = None
+    order_status: str | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

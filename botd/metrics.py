@@ -9,13 +9,27 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from botd import __version__
+from botd.dialog import WAITING_STEPS
+from botd.histogram import HistogramSnapshot
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _histogram(name: str, documentation: str, h: HistogramSnapshot) -> HistogramMetricFamily:
+    buckets = [(str(float(le)), n) for le, n in zip(h.bounds, h.cumulative, strict=True)]
+    buckets.append(("+Inf", h.count))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=h.total)
 
 
 class _SnapshotCollector(Collector):
@@ -61,6 +75,29 @@ class _SnapshotCollector(Collector):
         for step, n in sorted(c.transitions.items()):
             transitions.add_metric([step], n)
         yield transitions
+        abandoned = CounterMetricFamily(
+            "botd_dialogs_abandoned",
+            "Dialogs the customer gave up (closed by the expire timer, or found past the TTL), "
+            "by the step they stopped at",
+            labels=["step"],
+        )
+        for step, n in ({str(w): 0 for w in WAITING_STEPS} | c.abandoned).items():
+            abandoned.add_metric([step], n)
+        yield abandoned
+        orders = s["orders"]
+        yield CounterMetricFamily(
+            "botd_orders_placed", "Orders placed by customers (each once)", value=orders.placed
+        )
+        yield CounterMetricFamily(
+            "botd_orders_cancelled",
+            "Orders cancelled by the customer from the chat",
+            value=orders.cancelled,
+        )
+        yield _histogram(
+            "botd_order_from_first_message_seconds",
+            "Time from the customer's first message of the dialog to the order placed",
+            orders.from_first_message,
+        )
         snd = s["sender"]
         sends = CounterMetricFamily("botd_sends", "Chat2Desk sends, by result", labels=["result"])
         sends.add_metric(["ok"], snd.sent_ok)

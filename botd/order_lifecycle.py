@@ -10,12 +10,14 @@ customer can cancel from the chat only while the order is ``placed`` (:mod:`botd
 the shop moves orders with ``botd orders set-status``.
 
 Every move writes one row of ``order_events`` in the same transaction as the change: the history
-(who, when, from which status) and the outbox of the events botd sends on (:mod:`botd.order_events`).
+(who, when, from which status) and the outbox of the events botd sends on
+(:mod:`botd.order_events`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -32,6 +34,34 @@ EVENT_TYPES: tuple[str, ...] = (PLACED, CANCELLED, STATUS_CHANGED)
 CUSTOMER = "customer"  # the actor of a customer's own order and cancel
 MAX_ACTOR_CHARS = 100
 MAX_NOTE_CHARS = 1000
+
+
+# The order object of the shop webhook, `botd orders list --json` and `export` (docs/orders.md):
+# select ORDER_COLUMNS from ``orders o`` and give the row to :func:`order_object`.
+ORDER_COLUMNS = (
+    "o.id, o.status, o.client_phone, o.delivery_address, o.quantity, o.chat2desk_client_id, "
+    "o.created_at"
+)
+
+
+def iso_time(when: datetime) -> str:
+    """UTC, milliseconds, with a Z: ``2026-12-07T04:12:05.123Z``."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def order_object(row: tuple[Any, ...], *, status: str | None = None) -> dict[str, Any]:
+    """The order as the shop sees it, from a row of ORDER_COLUMNS (``status`` overrides the
+    row's: an event carries the status it made, not a later one)."""
+    order_id, row_status, phone, address, quantity, client_id, created_at = row[:7]
+    return {
+        "id": int(order_id),
+        "status": status or str(row_status),
+        "phone": str(phone),
+        "address": str(address),
+        "quantity": int(quantity),
+        "client_id": str(client_id),
+        "created_at": iso_time(created_at),
+    }
 
 
 class IllegalMove(ValueError):

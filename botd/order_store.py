@@ -11,6 +11,7 @@ reach the SQL text.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from botd.bridge import AsyncioBridge
 from botd.config import PostgresConfig
 from botd.dialog import OrderDraft
 from botd.errors import PermanentError, TransientError
+from botd.histogram import BucketHistogram, HistogramSnapshot
 from botd.migrate import check_version
+from botd.order_lifecycle import ORDER_COLUMNS
 from botd.ports import CancelOutcome, CancelResult
 
 log = logging.getLogger("botd.orders")
@@ -72,7 +75,23 @@ SELECT target.id, target.status, cancelled.id IS NOT NULL AS cancelled_now
 FROM target LEFT JOIN cancelled ON cancelled.id = target.id
 """
 
+# The relay's view of the events not yet handed to RabbitMQ, oldest first (botd.order_events).
+_UNPUBLISHED = f"""
+SELECT e.id, e.event_id, e.type, e.from_status, e.to_status, e.actor, e.note, e.created_at,
+       o.locale, {ORDER_COLUMNS}
+FROM order_events e JOIN orders o ON o.id = e.order_id
+WHERE e.published_at IS NULL
+ORDER BY e.id
+LIMIT %(limit)s
+"""  # noqa: S608 (ORDER_COLUMNS is botd's constant, not input)
+_MARK_PUBLISHED = (
+    "UPDATE order_events SET published_at = now() WHERE id = ANY(%(ids)s) AND published_at IS NULL"
+)
+
 _TOO_LATE = frozenset({"confirmed", "delivering", "delivered"})
+
+# Seconds from a customer's first message to the order: 30 s, 1-30 min, 1-24 h.
+ORDER_SECONDS_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +100,8 @@ class OrderStoreStatistics:
     cancelled: int
     pool_size: int
     pool_available: int
+    # seconds from the dialog's first message to each new order (when its start is known)
+    from_first_message: HistogramSnapshot
 
 
 def _translate(exc: Exception) -> Exception:
@@ -102,6 +123,7 @@ class OrderStore:
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._placed = 0
         self._cancelled = 0
+        self._from_first_message = BucketHistogram(ORDER_SECONDS_BUCKETS)
         # called after a change that wrote an order event (the relay sends it on at once)
         self.on_change: Callable[[], None] | None = None
 
@@ -132,7 +154,7 @@ class OrderStore:
             try:
                 async with pool.connection(timeout=timeout) as conn:
                     cur = await conn.execute(sql, params)
-                    return await cur.fetchall()
+                    return await cur.fetchall() if cur.description is not None else []
             except Exception as exc:
                 raise _translate(exc) from exc
 
@@ -149,6 +171,7 @@ class OrderStore:
             self._cancelled,
             stats.get("pool_size", 0),
             stats.get("pool_available", 0),
+            self._from_first_message.snapshot(),
         )
 
     async def place(self, draft: OrderDraft, *, timeout: float = 10.0) -> int:
@@ -169,6 +192,8 @@ class OrderStore:
             raise TransientError("order neither inserted nor found; will retry")
         if rows[0][1]:
             self._placed += 1
+            if draft.started_at > 0:
+                self._from_first_message.observe(max(0.0, time.time() - draft.started_at))
             self._changed()
         return int(rows[0][0])
 
@@ -192,6 +217,16 @@ class OrderStore:
             return CancelResult(CancelOutcome.TOO_LATE, order_id)
         # 'placed' yet not cancelled: cannot happen while the row is locked; never guess.
         raise TransientError(f"order {order_id} is {status!r} and was not cancelled; will retry")
+
+    async def unpublished_events(self, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` order events not yet handed on, oldest first: (row id, event id,
+        type, from status, to status, actor, note, created, locale, *ORDER_COLUMNS)."""
+        rows: list[tuple[Any, ...]] = await self._run(_UNPUBLISHED, {"limit": limit}, timeout=10)
+        return rows
+
+    async def mark_published(self, row_ids: list[int]) -> None:
+        if row_ids:
+            await self._run(_MARK_PUBLISHED, {"ids": row_ids}, timeout=10)
 
     async def find_by_client(self, client_id: str) -> list[dict[str, Any]]:
         """Orders of one Chat2Desk customer, oldest first."""

@@ -184,6 +184,11 @@ return 1
 """
 
 
+# How long "this order event reached the shop / the dialog" is remembered: longer than any copy
+# of it can wait in a queue (the DLQ aside: a replay from there is a deliberate resend).
+EVENT_DONE_TTL_SECONDS = 30 * 86400
+
+
 def _redis_errors(exc: Exception) -> TransientError:
     return TransientError(f"redis unavailable: {type(exc).__name__}: {exc}")
 
@@ -531,6 +536,24 @@ class StateStore:
             await self._c().set(key, "1", nx=True, ex=ttl_seconds)
 
         await self._run(remember)
+
+    # ---- order events handed on (botd.order_notes, botd.shop_webhook) --------------------------
+    def event_done_key(self, destination: str, event_id: str) -> str:
+        return f"{self._config.key_prefix}event:{destination}:{event_id}"
+
+    async def event_done(self, destination: str, event_id: str) -> bool:
+        """Whether order event ``event_id`` already reached ``destination`` ("note", "shop")."""
+        return bool(await self._run(self._c().exists, self.event_done_key(destination, event_id)))
+
+    async def mark_event_done(self, destination: str, event_id: str) -> None:
+        """Record that ``event_id`` reached ``destination``, for EVENT_DONE_TTL_SECONDS: a
+        second copy of the event (the relay republishes after a crash) is then dropped."""
+        key = self.event_done_key(destination, event_id)
+
+        async def mark() -> None:
+            await self._c().set(key, "1", ex=EVENT_DONE_TTL_SECONDS)
+
+        await self._run(mark)
 
 
 @asynccontextmanager

@@ -73,6 +73,16 @@ class Topology:
     def timer_wait(self, seconds: int) -> str:
         return f"{self.prefix}.timer.wait.{seconds}s"
 
+    @property
+    def shop_events(self) -> str:
+        """Order events on their way to the shop's webhook (botd.shop_webhook)."""
+        return f"{self.prefix}.shop_events"
+
+    @property
+    def order_notes(self) -> str:
+        """Order events on their way into the customer's Chat2Desk dialog as a note."""
+        return f"{self.prefix}.order_notes"
+
     def queue_names(self) -> list[str]:
         """Every queue of the deployment, the DLQ last."""
         dlq, *others = (d.name for d in self.declarations())
@@ -108,6 +118,8 @@ class Topology:
         yield self.timers, {**self._to(self.dlq), **SINGLE_ACTIVE}
         for seconds in self.timer_delays:
             yield self.timer_wait(seconds), self._waiting(self.timers, seconds)
+        yield self.shop_events, {**self._to(self.dlq), **SINGLE_ACTIVE}
+        yield self.order_notes, {**self._to(self.dlq), **SINGLE_ACTIVE}
 
     @staticmethod
     def _to(target: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from .model import (
     OperatorMessage,
     OrderCancel,
     OrderDraft,
+    OrderStatusChanged,
     Pending,
     Reply,
     Step,
@@ -22,7 +23,7 @@ from .model import (
     Turn,
 )
 from .state_codec import STATE_SCHEMA_VERSION, dump_state, load_state
-from .step import WAITING_STEPS, handle, operator_step, step, timer_step
+from .step import WAITING_STEPS, handle, operator_step, status_step, step, timer_step
 from .texts import render, validate_messages
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "OperatorMessage",
     "OrderCancel",
     "OrderDraft",
+    "OrderStatusChanged",
     "Pending",
     "Reply",
     "Step",
@@ -47,6 +49,7 @@ __all__ = [
     "load_state",
     "operator_step",
     "render",
+    "status_step",
     "step",
     "timer_step",
     "validate_messages",

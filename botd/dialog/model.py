@@ -1,14 +1,15 @@
 """Frozen values of the dialog core: what comes in, what the dialog remembers, what it decides.
 
 Nothing here does I/O. The consumer turns a queued message into an :data:`Event` (a customer's
-:class:`Turn`, an operator's :class:`OperatorMessage` or a :class:`TimerFired`), calls
-:func:`botd.dialog.handle`, and executes the :class:`Transition` it gets back: store the state,
-place or cancel the order it names, schedule the timer it asks for, send its replies.
+:class:`Turn`, an operator's :class:`OperatorMessage`, a :class:`TimerFired` or the shop's
+:class:`OrderStatusChanged`), calls :func:`botd.dialog.handle`, and executes the
+:class:`Transition` it gets back: store the state, place or cancel the order it names, schedule
+the timer it asks for, send its replies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -72,7 +73,24 @@ class TimerFired:
     at: float
 
 
-Event = Turn | OperatorMessage | TimerFired
+@dataclass(frozen=True, slots=True)
+class OrderStatusChanged:
+    """The shop moved the customer's order (``botd orders set-status``): tell the customer.
+
+    It comes from the shop, not the customer, so it must not count as the customer's activity
+    (the dialog's age keeps counting from their last message). ``locale`` is the language the
+    customer ordered in, for when no dialog state remembers one (None: unknown).
+    """
+
+    message_id: str
+    client_id: str
+    order_id: int
+    status: str  # "delivering" or "cancelled" are told; any other status needs no message
+    locale: str | None
+    at: float
+
+
+Event = Turn | OperatorMessage | TimerFired | OrderStatusChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +151,9 @@ class OrderDraft:
     phone: str  # E.164
     address: str
     quantity: int
-    locale: str = ""  # the language of the dialog (for the messages about the order)
-    started_at: float = 0.0  # when the dialog that led to the order began (0: unknown)
+    # About the order, not part of it (two drafts with the same values are the same order):
+    locale: str = field(default="", compare=False)  # the dialog's language (later messages)
+    started_at: float = field(default=0.0, compare=False)  # when the dialog began (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

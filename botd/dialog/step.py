@@ -40,6 +40,7 @@ from .model import (
     OperatorMessage,
     OrderCancel,
     OrderDraft,
+    OrderStatusChanged,
     Pending,
     Reply,
     Step,
@@ -58,6 +59,7 @@ __all__ = [
     "is_consistent",
     "is_expired",
     "operator_step",
+    "status_step",
     "step",
     "timer_step",
 ]
@@ -87,11 +89,13 @@ def handle(
 ) -> Transition | None:
     """The dialog's decision for one event: a customer turn, an operator message, a timer.
 
-    Returns None only for a timer with nothing to do (no dialog in progress). A transition
-    that leaves the customer in the middle of a dialog asks for a reminder timer.
+    Returns None only for a timer or an order status with nothing to do. A transition that
+    leaves the customer in the middle of a dialog asks for a reminder timer.
     """
     if isinstance(event, TimerFired):
         return timer_step(state, event.kind, now)
+    if isinstance(event, OrderStatusChanged):
+        return status_step(state, event, now, settings)
     if isinstance(event, OperatorMessage):
         return operator_step(state, event.text, now, settings)
     transition = step(state, event, now, settings)
@@ -159,6 +163,42 @@ def timer_step(state: DialogState | None, kind: str, now: float) -> Transition |
     if kind == TimerKind.REMINDER:
         return Transition(state, (Reply("reminder"), ask(state)), timer=TimerKind.EXPIRE)
     return Transition(_idle(state.locale, now, state), (Reply("dialog_closed"),))
+
+
+# The order statuses the customer is told about, and the reply that tells each.
+_STATUS_REPLY = {
+    "delivering": "order_delivering",
+    "cancelled": "order_cancelled_by_shop",
+}
+
+
+def status_step(
+    state: DialogState | None, event: OrderStatusChanged, now: float, settings: DialogSettings
+) -> Transition | None:
+    """The shop moved the customer's order: tell them, without disturbing their dialog.
+
+    Only "delivering" and "cancelled" are worth a message (None for any other status: nothing
+    to do). While a human operator has the conversation the bot stays silent (the operator
+    speaks for the shop). In the middle of a dialog the state is kept as it is — the dialog's age
+    still counts from the customer's last message — and the current question is asked again so
+    the customer knows where they were; the commit changes the state's version, which makes the
+    pending reminder stale, so a new one is asked for. Without a state the customer gets an IDLE
+    one in the language they ordered in, so the reply and their next message agree.
+    """
+    key = _STATUS_REPLY.get(event.status)
+    if key is None:
+        return None
+    reply = Reply(key, (("order_id", str(event.order_id)),))
+    if state is None:
+        locale = normalize_locale(event.locale) or settings.default_locale
+        return Transition(_idle(locale, now), (reply,))
+    if state.step is Step.HANDOFF and now - state.updated_at <= settings.handoff_seconds:
+        return Transition(state, ())
+    live = is_consistent(state) and not is_expired(state, now, settings)
+    if state.step in WAITING_STEPS and live:
+        return Transition(state, (reply, ask(state)), timer=TimerKind.REMINDER)
+    # IDLE; or a hand-off or dialog that ran out (the customer's next message ends it, as usual)
+    return Transition(state, (reply,))
 
 
 def is_expired(state: DialogState, now: float, settings: DialogSettings) -> bool:

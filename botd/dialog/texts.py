@@ -82,6 +82,9 @@ REPLY_PARAMS: Mapping[str, frozenset[str]] = {
     "order_cancel_too_late": _NONE,
     "nothing_to_cancel": _NONE,
     "handoff_started": _NONE,
+    # The shop moved the order (botd orders set-status); order_id is the reply's own parameter.
+    "order_delivering": frozenset({"order_id"}),
+    "order_cancelled_by_shop": frozenset({"order_id"}),
     # Small talk.
     "you_are_welcome": _NONE,
     "you_are_welcome_short": _NONE,

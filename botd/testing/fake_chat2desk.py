@@ -85,6 +85,7 @@ RATE_LIMIT_MESSAGE = "Number of API requests exceeded"
 NOT_FOUND_MESSAGE = "Page not found"
 VALIDATION_MESSAGE = "Validation failed"
 MESSAGE_TYPES = frozenset({"to_client", "autoreply", "system", "comment"})
+CUSTOMER_VISIBLE_TYPES = frozenset({"to_client", "autoreply"})
 RATE_WINDOW_SECONDS = 60.0
 FIRST_MESSAGE_ID = 106773577
 DEFAULT_OPERATOR_ID = 41164
@@ -148,6 +149,18 @@ class RecordedRequest:
     def external_id(self) -> str | None:
         """The body's ``external_id`` (a string; an int is shown as one), if any."""
         return _external_id(self.body)
+
+    @property
+    def message_type(self) -> str | None:
+        """The send's ``type`` (``to_client`` when absent); None for a lookup."""
+        if not isinstance(self.body, dict):
+            return None
+        return str(self.body.get("type", "to_client"))
+
+    @property
+    def visible(self) -> bool:
+        """A send the customer sees (not an internal ``comment`` or a ``system`` message)."""
+        return self.message_type in CUSTOMER_VISIBLE_TYPES
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -346,13 +359,22 @@ class FakeChat2Desk:
 
     def delivered(self) -> list[dict[str, Any]]:
         """Bodies of the sends that reached the client, in arrival order (answered 200 success,
-        or accepted with a late or bad answer by an accept fault)."""
-        return [r.body for r in self.requests if r.delivered]
+        or accepted with a late or bad answer by an accept fault); internal notes (``comment``)
+        are not among them (:meth:`notes_for`)."""
+        return [r.body for r in self.requests if r.delivered and r.visible]
 
     def texts_for(self, client_id: int | str) -> list[str]:
         """Texts delivered to ``client_id`` by sends (see :meth:`delivered`), in arrival order;
         operator messages (:meth:`operator_says`) are only in :meth:`stored_messages`."""
-        return [str(r.body.get("text")) for r in self.requests_for(client_id) if r.delivered]
+        return [
+            str(r.body.get("text"))
+            for r in self.requests_for(client_id)
+            if r.delivered and r.visible
+        ]
+
+    def notes_for(self, client_id: int | str) -> list[dict[str, Any]]:
+        """Internal notes (``type: comment``) stored in ``client_id``'s dialog, oldest first."""
+        return [m for m in self.stored_messages(client_id) if m["type"] == "comment"]
 
     def stored_messages(self, client_id: int | str | None = None) -> list[dict[str, Any]]:
         """Stored messages (sends delivered and operator messages), oldest first; copies."""
@@ -367,7 +389,7 @@ class FakeChat2Desk:
 
     async def wait_for_deliveries(self, n: int) -> list[dict[str, Any]]:
         """Wait until at least ``n`` messages were delivered; return all delivered bodies."""
-        while sum(r.delivered for r in self._records) < n:
+        while sum(r.delivered and r.visible for r in self._records) < n:
             await self._changed.wait()
         return self.delivered()
 

@@ -48,6 +48,8 @@ def test_happy_path(locale: str) -> None:
         address=answers[1],
         quantity=3 if locale == "ru" else 2,
     )
+    assert last.order.locale == locale  # for the messages about the order, later
+    assert last.order.started_at == transitions[0].state.started_at > 0
     assert render(last.replies[0], locale, order_id="42").startswith(confirmation)
     assert last.state.step is Step.IDLE
 

@@ -214,7 +214,7 @@ class Replies:
         self.any_changed = trio.Event()
 
     def __call__(self, record: RecordedRequest) -> None:
-        if record.delivered and record.client_id is not None:
+        if record.delivered and record.visible and record.client_id is not None:
             cid = record.client_id
             self.texts[cid].append(str(record.body.get("text")))
             self.times[cid].append(record.monotonic)
