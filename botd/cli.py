@@ -1,7 +1,7 @@
 """The ``botd`` command line (docs/design.md §8).
 
-``botd run | migrate | check-config | dlq … | chat [--live | --script FILE]``, each taking
-``--config PATH`` (default ``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad
+``botd run | migrate | check-config | dlq … | chat [--live | --script FILE] | orders …``, each
+taking ``--config PATH`` (default ``./config.toml`` or ``$BOTD_CONFIG``). Exit codes: 0 ok, 2 bad
 config or usage, 1 anything else.
 """
 
@@ -76,6 +76,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run a conversation script (JSON lines; '-' for stdin), print its events as JSON",
     )
+    orders = sub.add_parser(
+        "orders", parents=[common], help="list, show, move and export the shop's orders"
+    )
+    osub = orders.add_subparsers(dest="orders_command", required=True, metavar="ACTION")
+    olist = osub.add_parser("list", parents=[common], help="the newest orders (a table or JSON)")
+    olist.add_argument("--status", help="only orders in this status")
+    olist.add_argument("--since", metavar="DATE", help="created at or after (ISO; naive = UTC)")
+    olist.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
+    olist.add_argument("--json", action="store_true", help="one JSON array of order objects")
+    oshow = osub.add_parser("show", parents=[common], help="one order and its history")
+    oshow.add_argument("id", type=int)
+    oshow.add_argument("--json", action="store_true", help="a JSON object with a history list")
+    oset = osub.add_parser(
+        "set-status", parents=[common], help="move an order on (writes the event for the shop)"
+    )
+    oset.add_argument("id", type=int)
+    oset.add_argument("status")
+    oset.add_argument("--note", help="why, kept in the history and sent with the event")
+    oset.add_argument("--by", metavar="NAME", help="who (recorded as shop:NAME; default $USER)")
+    oexport = osub.add_parser(
+        "export", parents=[common], help="stream matching orders, oldest first, as CSV or JSON"
+    )
+    oexport.add_argument("--since", metavar="DATE", required=True, help="created at or after")
+    oexport.add_argument("--format", choices=("csv", "json"), required=True)
+    oexport.add_argument("--status", help="only orders in this status")
     return parser
 
 
@@ -161,12 +186,19 @@ def _cmd_chat(config: Config, args: argparse.Namespace) -> int:
     return chat_main(config, live=args.live, script=args.script)
 
 
+def _cmd_orders(config: Config, args: argparse.Namespace) -> int:
+    from botd.orders_cli import main as orders_main
+
+    return orders_main(config, args)
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": _cmd_run,
     "migrate": _cmd_migrate,
     "check-config": _cmd_check_config,
     "dlq": _cmd_dlq,
     "chat": _cmd_chat,
+    "orders": _cmd_orders,
 }
 
 

@@ -228,6 +228,9 @@ class Components:
             "orders": self.orders.statistics(),
             "connections": snap.services,
             "depths": {"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
+            "relay": self.relay.stats,
+            "destinations": {"note": self.notes.stats}
+            | ({} if self.shop is None else {"shop": self.shop.stats}),
         }
 
 

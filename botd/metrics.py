@@ -143,6 +143,7 @@ class _SnapshotCollector(Collector):
             "Age of the oldest reply still waiting in the outbox, across customers (0: none)",
             value=ob.oldest_pending_seconds,
         )
+        yield from _order_event_metrics(s)
         depth = GaugeMetricFamily(
             "botd_queue_depth", "Messages waiting, by queue", labels=["queue"]
         )
@@ -156,6 +157,43 @@ class _SnapshotCollector(Collector):
         for service, ok in s["connections"].items():
             up.add_metric([service], 1.0 if ok else 0.0)
         yield up
+
+
+def _order_event_metrics(s: dict[str, Any]) -> Iterable[Metric]:
+    """The order events on their way to the notes and the shop's webhook (botd.order_events)."""
+    relay = s.get("relay")
+    if relay is None:
+        return
+    published = CounterMetricFamily(
+        "botd_order_events_published",
+        "Order events handed from PostgreSQL to their queues, by type",
+        labels=["type"],
+    )
+    for kind, n in sorted(relay.published.items()):
+        published.add_metric([kind], n)
+    yield published
+    yield CounterMetricFamily(
+        "botd_order_events_relay_failures",
+        "Relay rounds that failed (PostgreSQL or RabbitMQ unreachable); retried",
+        value=relay.failures,
+    )
+    yield GaugeMetricFamily(
+        "botd_order_events_oldest_unpublished_seconds",
+        "Age of the oldest order event not yet handed on (0: none)",
+        value=relay.oldest_unpublished_seconds,
+    )
+    deliveries = CounterMetricFamily(
+        "botd_order_event_deliveries",
+        "Order events at their destination (note: the Chat2Desk note; shop: the shop's "
+        "webhook), by outcome",
+        labels=["destination", "outcome"],
+    )
+    for name, d in sorted(s.get("destinations", {}).items()):
+        deliveries.add_metric([name, "delivered"], d.delivered)
+        deliveries.add_metric([name, "duplicate"], d.duplicates)
+        deliveries.add_metric([name, "retried"], d.retried)
+        deliveries.add_metric([name, "dead_lettered"], d.dead_lettered)
+    yield deliveries
 
 
 class Metrics:

@@ -144,8 +144,8 @@ def customer_message(pending: PendingEvent, now: float) -> QueuedMessage:
 @dataclass(slots=True)
 class RelayStatistics:
     published: dict[str, int]  # events handed on, by type
-    failures: int = 0
-    pending_batches: int = 0
+    failures: int = 0  # relay rounds that failed (PostgreSQL or RabbitMQ unreachable)
+    oldest_unpublished_seconds: float = 0.0  # age of the oldest event not handed on (0: none)
 
 
 class EventRelay:
@@ -200,9 +200,12 @@ class EventRelay:
     async def relay_once(self) -> int:
         """Hand on one batch of unpublished events; return how many."""
         rows = await self._orders.unpublished_events(BATCH)
+        now = time.time()
+        self.stats.oldest_unpublished_seconds = (
+            max(0.0, now - rows[0][7].timestamp()) if rows else 0.0
+        )
         if not rows:
             return 0
-        now = time.time()
         done: list[int] = []
         try:
             for row in rows:
@@ -213,6 +216,7 @@ class EventRelay:
                     self.stats.published.get(pending.event.type, 0) + 1
                 )
             crash_point("after_events_handed_on")
+            self.stats.oldest_unpublished_seconds = 0.0
         finally:
             if done:
                 with trio.CancelScope(shield=True):

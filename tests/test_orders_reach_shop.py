@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ import httpx
 import psycopg
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from botd import daemon
 from botd.config import Config
@@ -44,7 +46,8 @@ async def shop() -> AsyncIterator[FakeShop]:
         yield shop
 
 
-async def _running(config: Config) -> AsyncIterator[daemon.Running]:
+@asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[daemon.Running]:
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
         handle: daemon.Running = await nursery.start(partial(daemon.serve, config, stop=stop))
@@ -97,13 +100,25 @@ async def test_an_order_gives_one_note_and_one_signed_event(
     make_config: Callable[..., Config], shop: FakeShop, fake: FakeChat2Desk
 ) -> None:
     config = shop_config(make_config, shop)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            with trio.fail_after(15):
-                (event,) = await shop.wait_accepted(1)
-            (note,) = await wait_notes(fake, 1)
-            await wait_until(lambda: all(e["published_at"] for e in events(config.postgres.dsn)))
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(15):
+            (event,) = await shop.wait_accepted(1)
+        (note,) = await wait_notes(fake, 1)
+        await wait_until(lambda: all(e["published_at"] for e in events(config.postgres.dsn)))
+        metrics = (await http.get(f"{running.url}/metrics")).text
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+    assert samples[("botd_order_events_published_total", (("type", "order.placed"),))] == 1
+    assert samples[("botd_order_events_published_total", (("type", "order.cancelled"),))] == 0
+    for destination in ("note", "shop"):
+        key = (("destination", destination), ("outcome", "delivered"))
+        assert samples[("botd_order_event_deliveries_total", key)] == 1, destination
+    assert samples[("botd_order_events_oldest_unpublished_seconds", ())] == 0
 
     (order,) = orders(config.postgres.dsn)
     (row,) = events(config.postgres.dsn)
@@ -145,13 +160,12 @@ async def test_a_customer_cancel_gives_the_cancel_note_and_event(
     make_config: Callable[..., Config], shop: FakeShop, fake: FakeChat2Desk
 ) -> None:
     config = shop_config(make_config, shop)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            await say(http, running, "отмена")
-            with trio.fail_after(15):
-                placed, cancelled = await shop.wait_accepted(2)
-            notes = await wait_notes(fake, 2)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        await say(http, running, "отмена")
+        with trio.fail_after(15):
+            placed, cancelled = await shop.wait_accepted(2)
+        notes = await wait_notes(fake, 2)
 
     (order,) = orders(config.postgres.dsn)
     assert order["status"] == "cancelled"
@@ -173,16 +187,15 @@ async def test_the_shops_status_change_reaches_the_shop(
     make_config: Callable[..., Config], shop: FakeShop, fake: FakeChat2Desk
 ) -> None:
     config = shop_config(make_config, shop)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            with trio.fail_after(15):
-                await shop.wait_accepted(1)
-            (order,) = orders(config.postgres.dsn)
-            with psycopg.connect(config.postgres.dsn) as conn:
-                move(conn, order["id"], "confirmed", actor="shop:anna", note="звонила клиенту")
-            with trio.fail_after(15):  # made by another process: the relay's poll finds it
-                _, confirmed = await shop.wait_accepted(2)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(15):
+            await shop.wait_accepted(1)
+        (order,) = orders(config.postgres.dsn)
+        with psycopg.connect(config.postgres.dsn) as conn:
+            move(conn, order["id"], "confirmed", actor="shop:anna", note="звонила клиенту")
+        with trio.fail_after(15):  # made by another process: the relay's poll finds it
+            _, confirmed = await shop.wait_accepted(2)
     assert confirmed["type"] == "order.status_changed"
     assert confirmed["order"]["status"] == "confirmed"
     assert confirmed["change"] == {
@@ -200,11 +213,10 @@ async def test_the_shop_down_for_a_while_gets_the_event_late_and_once(
     config = shop_config(make_config, shop)
     shop.fail_next(2, status=500)
     shop.hang_next(0)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            with trio.fail_after(20):
-                (event,) = await shop.wait_accepted(1)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(20):
+            (event,) = await shop.wait_accepted(1)
     statuses = [r.status for r in shop.requests]
     assert statuses == [500, 500, 200]
     assert {r.event_id for r in shop.requests} == {event["id"]}  # one stable id for every try
@@ -216,28 +228,27 @@ async def test_an_event_the_shop_never_takes_is_dead_lettered_then_replayed(
 ) -> None:
     config = shop_config(make_config, shop, shop_webhook_max_attempts="2")
     shop.set_down(503)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            assert running.shop is not None
-            shop_stats = running.shop.stats
-            await wait_until(lambda: shop_stats.dead_lettered == 1)  # noqa: B023 (no loop)
-            assert [r.status for r in shop.requests] == [503, 503]
-            env = subprocess_env(config)
-            listed = await trio.run_process(
-                [sys.executable, "-m", "botd", "dlq", "list"], env=env, capture_stdout=True
-            )
-            out = listed.stdout.decode()
-            assert "shop_event" in out and "order.placed" in out and "503" in out, out
-            shop.set_up()
-            replayed = await trio.run_process(
-                [sys.executable, "-m", "botd", "dlq", "replay", "--all"],
-                env=env,
-                capture_stdout=True,
-            )
-            assert "1 message(s) replayed" in replayed.stdout.decode()
-            with trio.fail_after(15):
-                (event,) = await shop.wait_accepted(1)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        assert running.shop is not None
+        shop_stats = running.shop.stats
+        await wait_until(lambda: shop_stats.dead_lettered == 1)
+        assert [r.status for r in shop.requests] == [503, 503]
+        env = subprocess_env(config)
+        listed = await trio.run_process(
+            [sys.executable, "-m", "botd", "dlq", "list"], env=env, capture_stdout=True
+        )
+        out = listed.stdout.decode()
+        assert "shop_event" in out and "order.placed" in out and "503" in out, out
+        shop.set_up()
+        replayed = await trio.run_process(
+            [sys.executable, "-m", "botd", "dlq", "replay", "--all"],
+            env=env,
+            capture_stdout=True,
+        )
+        assert "1 message(s) replayed" in replayed.stdout.decode()
+        with trio.fail_after(15):
+            (event,) = await shop.wait_accepted(1)
     (order,) = orders(config.postgres.dsn)
     assert event["order"]["id"] == order["id"] and event["type"] == "order.placed"
 
@@ -247,23 +258,20 @@ async def test_a_republished_event_changes_nothing(
 ) -> None:
     """The relay's crash window (published, not yet marked): the copies are dropped."""
     config = shop_config(make_config, shop)
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            with trio.fail_after(15):
-                await shop.wait_accepted(1)
-            await wait_notes(fake, 1)
-            dsn = config.postgres.dsn
-            await wait_until(lambda: all(e["published_at"] for e in events(dsn)))  # noqa: B023
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("UPDATE order_events SET published_at = NULL")
-            assert running.relay is not None and running.notes is not None
-            assert running.shop is not None
-            running.relay.wake()
-            notes, shop_side = running.notes.stats, running.shop.stats
-            await wait_until(
-                lambda: notes.duplicates == 1 and shop_side.duplicates == 1  # noqa: B023
-            )
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(15):
+            await shop.wait_accepted(1)
+        await wait_notes(fake, 1)
+        dsn = config.postgres.dsn
+        await wait_until(lambda: all(e["published_at"] for e in events(dsn)))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE order_events SET published_at = NULL")
+        assert running.relay is not None and running.notes is not None
+        assert running.shop is not None
+        running.relay.wake()
+        notes, shop_side = running.notes.stats, running.shop.stats
+        await wait_until(lambda: notes.duplicates == 1 and shop_side.duplicates == 1)
     assert len(shop.requests) == 1 and len(fake.notes_for(CLIENT)) == 1
 
 
@@ -271,7 +279,7 @@ async def test_without_a_shop_url_notes_still_go_and_no_webhook_runs(
     make_config: Callable[..., Config], fake: FakeChat2Desk
 ) -> None:
     config = make_config()
-    async for running in _running(config):
+    async with running_daemon(config) as running:
         assert running.shop is None
         async with httpx.AsyncClient() as http:
             await order_one(http, running)
@@ -283,11 +291,10 @@ async def test_notes_can_be_turned_off(
     make_config: Callable[..., Config], shop: FakeShop, fake: FakeChat2Desk
 ) -> None:
     config = shop_config(make_config, shop, dialog_order_notes="false")
-    async for running in _running(config):
-        async with httpx.AsyncClient() as http:
-            await order_one(http, running)
-            with trio.fail_after(15):
-                await shop.wait_accepted(1)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(15):
+            await shop.wait_accepted(1)
     assert fake.notes_for(CLIENT) == []
 
 
@@ -325,3 +332,38 @@ async def test_a_shop_url_without_a_secret_stops_botd_at_start_up(
         check=False,
     )
     assert result.returncode == 2 and "BOTD_SHOP_WEBHOOK_SECRET" in result.stderr
+
+
+async def test_the_customer_hears_when_the_shop_sends_or_cancels_the_order(
+    make_config: Callable[..., Config], shop: FakeShop, fake: FakeChat2Desk
+) -> None:
+    config = shop_config(make_config, shop)
+    async with running_daemon(config) as running, httpx.AsyncClient() as http:
+        await order_one(http, running)
+        with trio.fail_after(15):
+            await shop.wait_accepted(1)
+        (order,) = orders(config.postgres.dsn)
+        before = len(fake.texts_for(CLIENT))
+        with psycopg.connect(config.postgres.dsn) as conn:
+            move(conn, order["id"], "confirmed", actor="shop:anna", note=None)
+            move(conn, order["id"], "delivering", actor="shop:anna", note=None)
+        with trio.fail_after(15):
+            await shop.wait_accepted(3)
+        await wait_until(lambda: len(fake.texts_for(CLIENT)) == before + 1)
+        with psycopg.connect(config.postgres.dsn) as conn:
+            move(conn, order["id"], "cancelled", actor="shop:anna", note="нет в наличии")
+        with trio.fail_after(15):
+            events_seen = await shop.wait_accepted(4)
+        await wait_until(lambda: len(fake.texts_for(CLIENT)) == before + 2)
+        notes = await wait_notes(fake, 2)
+    told = fake.texts_for(CLIENT)[before:]
+    assert f"№{order['id']}" in told[0] and "в пути" in told[0]  # delivering, not confirmed
+    assert f"№{order['id']}" in told[1] and "отменил" in told[1]
+    assert [e["type"] for e in events_seen] == [
+        "order.placed",
+        "order.status_changed",
+        "order.status_changed",
+        "order.cancelled",
+    ]
+    assert "магазином" in notes[1]["text"] and "нет в наличии" in notes[1]["text"]
+    assert fake.duplicate_deliveries() == []
