@@ -16,10 +16,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import psycopg
 import pytest
 import trio
@@ -144,6 +147,7 @@ async def test_an_order_gives_one_note_and_one_signed_event(
         "change": {"from": None, "to": "placed", "by": "customer", "note": None},
     }
     assert ISO_Z.match(event["created"]) and ISO_Z.match(event["order"]["created_at"])
+    jsonschema.validate(event, SCHEMA)
     assert all(r.signature_ok for r in shop.requests) and shop.copies() == 0
     assert len(shop.requests) == 1
     # the note: internal, once, with the order's number and details, never among the replies
@@ -366,4 +370,37 @@ async def test_the_customer_hears_when_the_shop_sends_or_cancels_the_order(
         "order.cancelled",
     ]
     assert "магазином" in notes[1]["text"] and "нет в наличии" in notes[1]["text"]
+    for seen in events_seen:
+        jsonschema.validate(seen, SCHEMA)
     assert fake.duplicate_deliveries() == []
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((ROOT / "docs" / "order-event.schema.json").read_text(encoding="utf-8"))
+
+
+def _documented_example() -> dict[str, Any]:
+    text = (ROOT / "docs" / "orders.md").read_text(encoding="utf-8")
+    block = text.split("<!-- order-event-example:start -->", 1)[1].split(
+        "<!-- order-event-example:end -->", 1
+    )[0]
+    raw = block.strip().removeprefix("```json").removesuffix("```")
+    example: dict[str, Any] = json.loads(raw)
+    return example
+
+
+def test_the_documented_example_and_real_events_match_the_schema() -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator.check_schema(SCHEMA)
+    validator.validate(_documented_example())
+    broken = {**_documented_example(), "type": "order.shipped"}
+    assert not validator.is_valid(broken)
+    # an event as botd encodes it, built from a row like the relay reads
+    from botd.order_events import encode_event, pending_event
+
+    created = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    row = (
+        1, "6f1c2b8e-4d3a-4c5b-9e8f-1a2b3c4d5e6f", "order.placed", None, "placed", "customer",
+        None, created, "ru", 5, "placed", "+996555123456", "ул. Ленина 5", 2, "42", created,
+    )  # fmt: skip
+    validator.validate(json.loads(encode_event(pending_event(row).event)))
