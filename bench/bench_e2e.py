@@ -1,17 +1,20 @@
 """End-to-end dialog throughput: customers complete orders through a real ``botd run`` process.
 
-C customers each complete D dialogs (5 turns each: greeting, address, phone, quantity, "да")
-against botd running as a subprocess on the real services; replies go to an in-process fake
-Chat2Desk. Two modes, run one after the other:
+The shape of the issue's yardstick (``drive.py e2e``): C customers, K at a time, each completing
+D dialogs of 5 turns (greeting, address, phone, quantity, "да") against botd running as a
+subprocess on the real services, the rate limiter lifted; replies go to the in-process fake
+Chat2Desk (keep-alive connections, like the real API). Two modes, one after the other:
 
 - ``paced``: a customer sends a turn, waits for botd's replies, then sends the next (per-turn
   latency = webhook POST → last reply of the turn at the fake);
-- ``burst``: a customer types all 5 turns at once without waiting (the old bot's failure case),
-  then waits for all replies.
+- ``burst``: 40 customers type all 5 turns at once without waiting (the old bot's failure case),
+  then wait for all replies.
 
-At the end every customer's orders are audited in PostgreSQL (count and values).
+Printed per mode: messages/s, per-turn p50/p99, botd's CPU per message (user+system CPU of the
+process over the messages driven) and of the load generator; then the order audit (count and
+values in PostgreSQL) and botd's peak RSS. Internal notes (``comment``) are not replies.
 
-    python -m bench.bench_e2e [--customers 40] [--dialogs 5]
+    python -m bench.bench_e2e [--customers 600] [--concurrency 8] [--dialogs 1]
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import time
 from collections import defaultdict
 
@@ -42,7 +47,7 @@ class Watcher:
         self.changed: dict[str, trio.Event] = defaultdict(trio.Event)
 
     def __call__(self, record: RecordedRequest) -> None:
-        if record.delivered and record.client_id is not None:
+        if record.delivered and record.visible and record.client_id is not None:
             cid = record.client_id
             self.count[cid] += 1
             self.changed[cid].set()
@@ -54,7 +59,13 @@ class Watcher:
 
 
 async def run_mode(
-    mode: str, url: str, watcher: Watcher, customers: list[int], dialogs: int, ids: list[int]
+    mode: str,
+    url: str,
+    watcher: Watcher,
+    customers: list[int],
+    dialogs: int,
+    ids: list[int],
+    concurrency: int,
 ) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     messages = 0
@@ -101,11 +112,17 @@ async def run_mode(
         if response.status_code != 200:
             raise RuntimeError(f"webhook answered {response.status_code}: {response.text}")
 
+    waiting = list(reversed(customers))
+
+    async def lane(http: httpx.AsyncClient) -> None:
+        while waiting:
+            await customer(waiting.pop(), http)
+
     started = time.perf_counter()
-    limits = httpx.Limits(max_connections=len(customers))
+    limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http, trio.open_nursery() as nursery:
-        for cid in customers:
-            nursery.start_soon(customer, cid, http)
+        for _ in range(concurrency):
+            nursery.start_soon(lane, http)
     return time.perf_counter() - started, latencies, messages
 
 
@@ -141,8 +158,22 @@ def audit(
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--customers", type=int, default=40)
-    parser.add_argument("--dialogs", type=int, default=5)
+    parser.add_argument("--customers", type=int, default=600, help="paced mode")
+    parser.add_argument("--concurrency", type=int, default=8, help="paced customers at a time")
+    parser.add_argument("--dialogs", type=int, default=1, help="dialogs per paced customer")
+    parser.add_argument("--burst", type=int, default=40, help="burst customers (all at once)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the botd process (e.g. BOTD_TEST_* switches for A/B runs)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record botd with py-spy during the paced mode (collapsed stacks, for flame graphs)",
+    )
     parser.add_argument("--shards", type=int, default=8)
     args = parser.parse_args()
     watcher = Watcher()
@@ -152,23 +183,46 @@ async def main() -> None:
             bench_config(fake.base_url, BOTD_RABBITMQ_SHARDS=str(args.shards)) as config,
             trio.open_nursery() as nursery,
         ):
-            botd = await start_botd(nursery, config)
+            botd = await start_botd(
+                nursery, config, extra_env=dict(e.split("=", 1) for e in args.env)
+            )
             ids = [2 * 10**9]
             done: dict[int, int] = defaultdict(int)
-            for mode, base in (("paced", 1_000_000), ("burst", 2_000_000)):
-                customers = [base + i * 1009 for i in range(args.customers)]
+            plan = (
+                ("paced", 1_000_000, args.customers, args.concurrency, args.dialogs),
+                ("burst", 2_000_000, args.burst, args.burst, 1),
+            )
+            for mode, base, count, concurrency, dialogs in plan:
+                customers = [base + i * 1009 for i in range(count)]
+                spy = None
+                if args.profile and mode == "paced":
+                    spy = subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(botd.process.pid), "--format", "raw",
+                         "--rate", "250", "--threads", "--output", args.profile, "--nonblocking"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    await trio.sleep(1.0)  # py-spy attaches
                 cpu0, own0 = cpu_seconds(botd.process.pid), cpu_seconds(os.getpid())
                 elapsed, lat, messages = await run_mode(
-                    mode, botd.url, watcher, customers, args.dialogs, ids
+                    mode, botd.url, watcher, customers, dialogs, ids, concurrency
                 )
-                cpu = (cpu_seconds(botd.process.pid) - cpu0) / elapsed
-                own = (cpu_seconds(os.getpid()) - own0) / elapsed
+                cpu = cpu_seconds(botd.process.pid) - cpu0
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
+                own = cpu_seconds(os.getpid()) - own0
                 for cid in customers:
-                    done[cid] = args.dialogs
-                line = f"{mode:>5}: {messages} messages in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
+                    done[cid] = dialogs
+                line = (
+                    f"{mode:>5}: {messages} msgs in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
+                )
                 if lat:
                     line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
-                line += f"; CPU: botd {cpu:.0%} of a core, load generator + fake {own:.0%}"
+                line += (
+                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg ({cpu / elapsed:.0%} of a core)"
+                    f", load generator + fake {own / messages * 1000:.2f} ms/msg"
+                )
                 print(line, flush=True)
             expected, found, wrong = audit(config.postgres.dsn, list(done), done)
             print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")

@@ -6,7 +6,8 @@
 other than 503 or a 2xx without success → :class:`~botd.errors.DeliveryUnknown` (it may have
 been taken); connect errors and 503 → :class:`~botd.errors.TransientError`; other 4xx and an
 error body with HTTP 200 → :class:`~botd.errors.PermanentError`. ``GET /messages`` lists what
-the customer was sent (:func:`parse_message_page`, the one parser of that answer).
+the customer was sent (:func:`parse_message_page`, the one parser of that answer);
+``POST /tags/assign_to`` puts a tag on a request or a client (``dialog.order_tag``).
 
 :class:`Sender` adds the shared rate limiter, ``chat2desk.attempts`` attempts 1 s / 2 s / 4 s apart
 (with jitter), the look-up by ``external_id`` before re-sending after an ambiguous failure, the
@@ -66,6 +67,16 @@ class SendStatistics:
     lookups: int = 0  # GET /messages calls made to find out
     auth_failing: bool = False
     auth_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What Chat2Desk answered to one send: the message id (may be "") and the request
+    (обращение) the message went into — what a tag is put on; None when the answer did not say
+    (the real API may give null) or the message was found by lookup rather than sent."""
+
+    message_id: str
+    request_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +159,7 @@ class ChatApi:
         self._config = config
         self._client = client
         self._url = config.base_url.rstrip("/") + "/messages"
+        self._tags_url = config.base_url.rstrip("/") + "/tags/assign_to"
 
     async def _call(self, what: str, request: Awaitable[httpx.Response]) -> tuple[int, Any, str]:
         """Make one call; (status, parsed JSON or None, the body's message) or botd's error for
@@ -198,6 +210,22 @@ class ChatApi:
     ) -> str:
         """Send ``text`` to the customer (or, with ``message_type="comment"``, an internal note
         into their dialog that they do not see); return Chat2Desk's message id (may be "")."""
+        sent = await self.send_message_sent(
+            client_id, text, external_id=external_id, route=route, message_type=message_type
+        )
+        return sent.message_id
+
+    async def send_message_sent(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        route: Route | None = None,
+        message_type: str = "to_client",
+    ) -> Sent:
+        """:meth:`send_message`, answering the request id too (a caller that tags the request
+        needs it; the answer is the only place it is given)."""
         body: dict[str, Any] = {"client_id": int(client_id), "text": text, "type": message_type}
         if external_id is not None:
             body["external_id"] = external_id
@@ -212,8 +240,24 @@ class ChatApi:
             # a 2xx that is neither success nor a readable error: it may have been taken
             raise DeliveryUnknown(f"chat2desk answered {status} without success: {message!r}")
         data = payload.get("data")
-        mid = data.get("message_id") if isinstance(data, dict) else None
-        return "" if mid is None else str(mid)
+        data = data if isinstance(data, dict) else {}
+        mid, request_id = data.get("message_id"), data.get("request_id")
+        if isinstance(request_id, str) and request_id.isdigit():
+            request_id = int(request_id)
+        if not isinstance(request_id, int) or isinstance(request_id, bool):
+            request_id = None  # null (the real API may say so) or unreadable: not known
+        return Sent("" if mid is None else str(mid), request_id)
+
+    async def assign_tag(self, tag_id: int, *, assignee_type: str, assignee_id: int) -> None:
+        """Put tag ``tag_id`` on a request or a client (``POST /tags/assign_to``); the answer is
+        classified like a send's (an unknown tag id: PermanentError). Putting a tag on twice
+        does no harm, so an unclear answer is a plain TransientError (try again)."""
+        body = {"tag_ids": [tag_id], "assignee_type": assignee_type, "assignee_id": assignee_id}
+        status, payload, message = await self._call(
+            "chat2desk tag", self._client.post(self._tags_url, json=body)
+        )
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            raise TransientError(f"chat2desk tag answered {status} without success: {message!r}")
 
     async def list_messages(
         self, client_id: str, *, limit: int, offset: int, message_type: str = "to_client"
@@ -354,6 +398,30 @@ class Sender:
                 offsets.append(max(len(page.messages), page.total - LOOKUP_PAGE))
         return found
 
+    async def _found_before(
+        self,
+        client_id: str,
+        external_id: str | None,
+        *,
+        unsure: bool,
+        guard: Guard | None,
+        message_type: str,
+    ) -> str | None:
+        """With ``unsure`` (an earlier attempt may have gone through), the id of the message
+        Chat2Desk already holds under ``external_id``; None: send it."""
+        if not unsure or external_id is None:
+            return None
+        found = await self.find_sent(
+            client_id, (external_id,), guard=guard, message_type=message_type
+        )
+        if external_id not in found:
+            return None
+        self._reconciled += 1
+        log.info(
+            "reply %s to client %s had reached chat2desk; not sent again", external_id, client_id
+        )
+        return found[external_id]
+
     async def send_once(
         self,
         client_id: str,
@@ -367,18 +435,11 @@ class Sender:
     ) -> str:
         """One attempt: with ``unsure`` (an earlier attempt may have gone through), look the
         message up by ``external_id`` first and return its id if Chat2Desk has it."""
-        if unsure and external_id is not None:
-            found = await self.find_sent(
-                client_id, (external_id,), guard=guard, message_type=message_type
-            )
-            if external_id in found:
-                self._reconciled += 1
-                log.info(
-                    "reply %s to client %s had reached chat2desk; not sent again",
-                    external_id,
-                    client_id,
-                )
-                return found[external_id]
+        found = await self._found_before(
+            client_id, external_id, unsure=unsure, guard=guard, message_type=message_type
+        )
+        if found is not None:
+            return found
         mid = await self._limited_call(
             lambda: self._api.send_message(
                 client_id, text, external_id=external_id, route=route, message_type=message_type
@@ -387,6 +448,41 @@ class Sender:
         )
         self._ok += 1
         return mid
+
+    async def send_once_sent(
+        self,
+        client_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        unsure: bool = False,
+        message_type: str = "to_client",
+    ) -> Sent:
+        """:meth:`send_once` answering the request id as well (to tag the request). A message
+        found by the lookup was not answered now: its request id is unknown (None)."""
+        found = await self._found_before(
+            client_id, external_id, unsure=unsure, guard=None, message_type=message_type
+        )
+        if found is not None:
+            return Sent(found, None)
+        sent = await self._limited_call(
+            lambda: self._api.send_message_sent(
+                client_id, text, external_id=external_id, message_type=message_type
+            ),
+            None,
+        )
+        self._ok += 1
+        return sent
+
+    async def assign_tag(self, tag_id: int, *, assignee_type: str, assignee_id: int) -> None:
+        """One attempt to put a tag on a request or client, through the shared rate limiter and
+        the token pause like every call (the caller retries: it is harmless to repeat)."""
+        await self._limited_call(
+            partial(
+                self._api.assign_tag, tag_id, assignee_type=assignee_type, assignee_id=assignee_id
+            ),
+            None,
+        )
 
     async def send(
         self,

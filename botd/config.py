@@ -80,6 +80,15 @@ def _path_token(v: Any) -> str | None:
     )
 
 
+def _tag_id(v: Any) -> str | None:
+    if v == "" or (v.isascii() and v.isdigit()):
+        return None
+    return (
+        "must be empty (off) or a Chat2Desk tag id, digits only "
+        "(GET /v1/tags lists the account's tags with their ids)"
+    )
+
+
 def _region(v: Any) -> str | None:
     return (
         None
@@ -297,6 +306,12 @@ class DialogConfig:
         True,
         "Tell the customer in a short message when the shop sets their order to 'delivering' "
         "or cancels it (botd orders set-status).",
+    )
+    order_tag: str = _f(
+        "",
+        "Chat2Desk tag id (a number, see GET /v1/tags) put on the customer's request when an "
+        "order is placed, with the order note (needs order_notes); empty = off.",
+        check=_tag_id,
     )
 
 

@@ -11,20 +11,33 @@ note carries the external id ``botd-note-<event id>``; a copy of the event is dr
 Redis marker, and an attempt that may have reached Chat2Desk (a timeout, a kill, a redelivery)
 looks the note up by that id before sending again. The ``botd-`` prefix also makes the note's
 own ``outbox`` echo, should Chat2Desk send one, botd's own (never an operator taking over).
+
+With ``dialog.order_tag`` set, a placed order's note is followed by that tag on the Chat2Desk
+request (обращение) the note went into — the request id comes only in the send's answer — so
+operators can filter order dialogs; when the request is not known (the note was found by lookup,
+not sent now) the client is tagged instead. The note is recorded as sent (a ``note_sent``
+marker, and in memory with its request id) before the tag is put on, so a tag call that fails and
+is retried never sends the note again; a tag Chat2Desk refuses (an unknown id) is logged and the
+event is done: the note is what matters.
 """
 
 from __future__ import annotations
 
+import logging
+
 from botd.broker import Broker
 from botd.chat_api import Sender
 from botd.config import Config
-from botd.errors import AuthRejected, PermanentError
+from botd.errors import AuthRejected, PermanentError, TransientError
 from botd.order_events import NOTE_KIND, EventDestination, OrderEvent, Rejected
-from botd.order_lifecycle import CANCELLED, CUSTOMER
+from botd.order_lifecycle import CANCELLED, CUSTOMER, PLACED
 from botd.ports import OWN_EXTERNAL_ID_PREFIX
 from botd.state_store import StateStore
 
+log = logging.getLogger("botd.order_notes")
+
 NOTE_TYPE = "comment"
+NOTE_SENT = "note_sent"  # the marker of a note sent while its tag is not on yet
 
 _PLACED = {
     "ru": "🛒 Заказ №{id}: {quantity} шт., {phone}, {address}",
@@ -80,10 +93,42 @@ class OrderNotes(EventDestination):
         )
         self._sender = sender
         self._locale = config.dialog.default_locale
+        tag = config.dialog.order_tag
+        self._tag_id = int(tag) if tag else None
+        # The event whose note this process sent, and the request it went into: the retries of
+        # its tag (one event at a time) neither send the note again nor lose the request id.
+        self._noted: tuple[str, int | None] | None = None
 
     async def deliver(self, event: OrderEvent, *, unsure: bool) -> bool:
+        if self._tag_id is None or event.type != PLACED:
+            try:
+                await self._sender.send_once(
+                    event.order.client_id,
+                    note_text(event, self._locale),
+                    external_id=note_external_id(event.id),
+                    unsure=unsure,
+                    message_type=NOTE_TYPE,
+                )
+            except PermanentError as exc:
+                raise Rejected(str(exc)) from exc
+            return True
+        request_id = await self._note_once(event, unsure=unsure)
+        await self._tag(event, self._tag_id, request_id)
+        return True
+
+    async def _note_once(self, event: OrderEvent, *, unsure: bool) -> int | None:
+        """Send the note unless an earlier attempt did; the request id of its answer (None:
+        not known, e.g. sent by an attempt before a crash)."""
+        if self._noted is not None and self._noted[0] == event.id:
+            return self._noted[1]
         try:
-            await self._sender.send_once(
+            if await self._store.event_done(NOTE_SENT, event.id):
+                return None
+        except TransientError as exc:  # cannot tell: look the note up before sending it
+            log.warning("order event %s: note marker unreadable (%s)", event.id, exc)
+            unsure = True
+        try:
+            sent = await self._sender.send_once_sent(
                 event.order.client_id,
                 note_text(event, self._locale),
                 external_id=note_external_id(event.id),
@@ -92,7 +137,44 @@ class OrderNotes(EventDestination):
             )
         except PermanentError as exc:
             raise Rejected(str(exc)) from exc
-        return True
+        self._noted = (event.id, sent.request_id)
+        try:
+            await self._store.mark_event_done(NOTE_SENT, event.id)
+        except TransientError as exc:  # this process remembers; a redelivery looks it up
+            log.warning("order event %s: could not record the note as sent (%s)", event.id, exc)
+        return sent.request_id
+
+    async def _tag(self, event: OrderEvent, tag_id: int, request_id: int | None) -> None:
+        """Put the order tag on the note's request (or on the client when the request is not
+        known). TransientError propagates (retried); a refusal is logged, not dead-lettered."""
+        if request_id is not None:
+            assignee_type, assignee_id = "request", request_id
+        else:
+            assignee_type, assignee_id = "client", int(event.order.client_id)
+        try:
+            await self._sender.assign_tag(
+                tag_id, assignee_type=assignee_type, assignee_id=assignee_id
+            )
+        except PermanentError as exc:
+            log.error(
+                "order %s: chat2desk refused tag %d (dialog.order_tag) on %s %d: %s; the note "
+                "went out untagged — set dialog.order_tag to an id GET /v1/tags lists, or empty",
+                event.order.id,
+                tag_id,
+                assignee_type,
+                assignee_id,
+                exc,
+                extra={"order_id": str(event.order.id), "event_id": event.id},
+            )
+            return
+        log.info(
+            "order %s: tag %d put on %s %d",
+            event.order.id,
+            tag_id,
+            assignee_type,
+            assignee_id,
+            extra={"order_id": str(event.order.id), "event_id": event.id},
+        )
 
     def retry_delay(self, exc: Exception, attempts: int) -> float | None:
         # Sending is paused (a refused token): wait for the probe, without using up attempts.

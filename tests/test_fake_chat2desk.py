@@ -1091,6 +1091,148 @@ async def test_duplicate_deliveries_and_the_messages_endpoint(
     assert fake.stored_messages() == [] and fake.duplicate_deliveries() == []
 
 
+# -- tags (POST /v1/tags/assign_to) ---------------------------------------------------------------
+
+
+def tag_body(
+    tag_id: object = 7, assignee_type: object = "request", assignee_id: object = 99
+) -> Any:
+    return {"tag_ids": [tag_id], "assignee_type": assignee_type, "assignee_id": assignee_id}
+
+
+async def assign(client: httpx.AsyncClient, body: object = None, **headers: str) -> httpx.Response:
+    return await client.post(
+        "/tags/assign_to", json=tag_body() if body is None else body, headers={**AUTH, **headers}
+    )
+
+
+async def test_a_tag_is_assigned_recorded_and_is_not_a_send(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    request = await assign(client)
+    on_client = await assign(client, tag_body(3, "client", 17340089))
+
+    assert (request.status_code, request.json()) == (200, {"status": "success"})
+    assert on_client.status_code == 200
+    assert fake.tag_assignments == [
+        {"tag_ids": [7], "assignee_type": "request", "assignee_id": 99},
+        {"tag_ids": [3], "assignee_type": "client", "assignee_id": 17340089},
+    ]
+    assert [(r.method, r.path, r.status, r.delivered) for r in fake.tag_requests] == [
+        ("POST", "/v1/tags/assign_to", 200, True),
+        ("POST", "/v1/tags/assign_to", 200, True),
+    ]
+    assert fake.requests == [] and fake.stored_messages() == []  # not a message
+    assert fake.statistics().tag_assignments == 2
+
+
+async def test_request_id_for_is_what_the_clients_sends_are_answered_with(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    assert fake.request_id_for(17340089) is None
+    first = (await send(client, message(17340089))).json()["data"]
+    other = (await send(client, message(5))).json()["data"]
+    again = (await send(client, message("17340089"))).json()["data"]
+
+    assert fake.request_id_for(17340089) == first["request_id"] == again["request_id"]
+    assert fake.request_id_for("5") == other["request_id"] != first["request_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        ({"assignee_type": "request", "assignee_id": 1}, {"tag_ids"}),
+        (tag_body(tag_id="7"), {"tag_ids"}),
+        ({**tag_body(), "tag_ids": []}, {"tag_ids"}),
+        (tag_body(assignee_type="dialog"), {"assignee_type"}),
+        (tag_body(assignee_id="99"), {"assignee_id"}),
+        (tag_body(assignee_id=True), {"assignee_id"}),
+        (["not", "an", "object"], {"tag_ids"}),
+    ],
+)
+async def test_a_malformed_tag_call_is_a_validation_error(
+    fake: FakeChat2Desk, client: httpx.AsyncClient, body: object, errors: set[str]
+) -> None:
+    answer = await assign(client, body)
+
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "Validation failed"
+    assert set(answer.json()["errors"]) == errors
+    assert fake.tag_assignments == [] and fake.tag_requests[0].status == 400
+
+
+async def test_an_unknown_tag_or_a_wrong_token_assigns_nothing(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    unknown = await assign(client, tag_body(10_001))
+    zero = await assign(client, tag_body(0))
+    wrong_token = await assign(client, Authorization="nope")
+    get = await client.get("/tags/assign_to", headers=AUTH)
+
+    assert (unknown.status_code, unknown.json()) == (
+        400,
+        {"status": "error", "message": "Tag not found"},
+    )
+    assert zero.status_code == 400
+    assert wrong_token.status_code == 401 and wrong_token.json()["message"] == "You need to auth"
+    assert get.status_code == 404
+    assert fake.tag_assignments == []
+    assert [r.status for r in fake.tag_requests] == [400, 400, 401, 404]
+
+
+async def test_tag_fail_next_hits_tag_calls_only_and_send_faults_skip_them(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.tag_fail_next(status=500)
+    fake.fail_next()
+    assert fake.statistics().pending_tag_faults == 1
+    failed, tagged, sent = await assign(client), await assign(client), await send(client)
+
+    assert (failed.status_code, failed.headers["content-type"]) == (500, "text/html")
+    assert (tagged.status_code, sent.status_code) == (200, 503)
+    assert fake.tag_assignments == [tag_body()]
+    assert fake.statistics().pending_tag_faults == 0
+
+
+async def test_tag_calls_obey_outage_and_count_against_the_rate_limit(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    fake.set_down(status=502)
+    down = await assign(client)
+    fake.set_up()
+    fake.enforce_rate_limit(2)
+    sent, tagged, limited = await send(client), await assign(client), await assign(client)
+
+    assert down.status_code == 502
+    assert (sent.status_code, tagged.status_code) == (200, 200)
+    assert (
+        limited.status_code == 429
+        and limited.json()["message"] == "Number of API requests exceeded"
+    )
+    assert fake.limit_violations == 1 and len(fake.tag_assignments) == 1
+
+
+async def test_tag_faults_and_assignments_over_the_control_api(
+    fake: FakeChat2Desk, client: httpx.AsyncClient
+) -> None:
+    faults = control_url(fake, "/_fake/faults")
+    switched = await client.post(faults, json={"fault": "tag_fail_next", "n": 2})
+    answers = [(await assign(client)).status_code for _ in range(3)]
+    listed = (await client.get(control_url(fake, "/_fake/requests"))).json()
+    await client.post(faults, json={"fault": "tag_fail_next"})
+    await client.post(faults, json={"fault": "clear_faults"})
+    after_clear = (await assign(client)).status_code
+    await client.post(control_url(fake, "/_fake/reset"))
+
+    assert switched.json()["statistics"]["pending_tag_faults"] == 2
+    assert answers == [503, 503, 200]
+    assert listed["tag_assignments"] == [tag_body()] and listed["requests"] == []
+    assert after_clear == 200
+    assert fake.tag_assignments == [] and fake.tag_requests == []
+    with pytest.raises(ValueError, match="status"):
+        fake.tag_fail_next(status=99)
+
+
 # -- the new switches over the control API --------------------------------------------------------
 
 

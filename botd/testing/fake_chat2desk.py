@@ -6,14 +6,19 @@ calls botd makes, with the shapes documented in ``/work/shared/chat2desk-api.md`
 - ``POST /v1/messages`` — send; a delivered message is stored and answered
   ``{"status":"success","data":{"message_id":…,…}}``;
 - ``GET /v1/messages?client_id=&type=&limit=&offset=`` — the stored messages, oldest first, with
-  ``meta: {total, limit, offset}`` (limit default 20, clamped to 200).
+  ``meta: {total, limit, offset}`` (limit default 20, clamped to 200);
+- ``POST /v1/tags/assign_to`` — ``{"tag_ids": [int], "assignee_type": "request"|"client",
+  "assignee_id": int}``; answered ``{"status":"success"}`` and kept in
+  :attr:`FakeChat2Desk.tag_assignments`; a malformed body gets 400 "Validation failed", a tag id
+  outside 1..MAX_TAG_ID 400 "Tag not found" (an id the account does not have).
 
 Stored messages are ``{id, text, type, client_id, external_id, transport, channel_id, created}``.
 With :meth:`FakeChat2Desk.echo_to` every delivered message is also POSTed to the bot's webhook as
 an ``outbox`` event (as Chat2Desk does for every message sent to a client, the bot's own
 included); :meth:`FakeChat2Desk.operator_says` stores and echoes a message from a human operator.
 
-Every ``/v1/messages`` call is recorded. Faults can be switched at any time, in-process through
+Every ``/v1/messages`` call is recorded (tag calls apart, :attr:`FakeChat2Desk.tag_requests`).
+Faults can be switched at any time, in-process through
 :class:`FakeChat2Desk` methods or, when run as a separate process
 (``python -m botd.testing.fake_chat2desk``), through ``POST /_fake/faults`` with the same names
 and keyword arguments:
@@ -23,17 +28,19 @@ and keyword arguments:
   (permanent ``{"status":"error"}``, HTTP 200 too), ``hang_next`` (never answered),
   ``accept_slowly_next`` (delivered, answered 200 only after ``seconds``),
   ``accept_then_fail_next`` (delivered, answered with an HTML 502);
-- one-shot, for the next GETs only: ``lookup_fail_next``;
+- one-shot, for the next GETs only: ``lookup_fail_next``; for the next tag calls only:
+  ``tag_fail_next`` (the others apply to ``/v1/messages`` only);
 - persistent: ``set_down``/``set_up`` (every request fails), ``set_delay`` (every answer late),
   ``set_accept_slowly`` (every delivery answered late), ``enforce_rate_limit`` (sliding window,
-  POSTs and GETs count), ``set_token`` (rotate the accepted token; others get "You need to auth"
-  with 401, 403 or 200);
+  POSTs, GETs and tag calls count), ``set_token`` (rotate the accepted token; others get "You
+  need to auth" with 401, 403 or 200);
 - ``clear_faults`` (all of the above off, the original token back);
 - ``echo_to`` (where outbox echoes go, optionally before the send's answer, HMAC-signed).
 
 Other control endpoints under ``/_fake/``:
 
-- ``GET  /_fake/requests`` — every recorded ``/v1/messages`` request, plus ``limit_violations``;
+- ``GET  /_fake/requests`` — every recorded ``/v1/messages`` request, plus ``limit_violations``
+  and ``tag_assignments``;
 - ``GET  /_fake/statistics`` — counters and the current fault settings;
 - ``GET  /_fake/messages[?client_id=N]`` — ``{"messages": [stored…], "duplicates": [[external_id,
   count], …]}``;
@@ -96,6 +103,11 @@ LOOKUP_MAX_LIMIT = 200
 ECHO_ATTEMPTS = 4  # the first POST plus 3 retries
 ECHO_BACKOFF_SECONDS = 0.05  # doubled after every failed attempt
 TEST_TOKEN = "test-token"  # noqa: S105 - the fake's default, not a secret
+TAG_NOT_FOUND_MESSAGE = "Tag not found"
+ASSIGNEE_TYPES = frozenset({"request", "client"})
+FIRST_DIALOG_ID = 4324035
+REQUEST_ID_OFFSET = 4401060  # a client's request id is its dialog id plus this
+MAX_TAG_ID = 10_000  # the account's tags are 1..MAX_TAG_ID: a larger id is an unknown tag
 
 _JSON = "application/json; charset=utf-8"
 _MAX_BODY_BYTES = 1 << 20
@@ -120,7 +132,8 @@ def _utc_iso(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request to ``/v1/messages`` and how the fake answered it."""
+    """One request to ``/v1/messages`` (or ``/v1/tags/assign_to``) and how the fake answered
+    it; for a tag call ``delivered`` means the tag was assigned."""
 
     seq: int  # arrival order, from 1
     at: float  # trio.current_time() at arrival (follows a MockClock)
@@ -184,6 +197,8 @@ class FakeChat2DeskStatistics:
     echoes_posted: int  # echo POSTs answered 2xx
     echo_failures: int  # echoes given up after ECHO_ATTEMPTS tries
     last_echo_error: str | None
+    tag_assignments: int = 0  # tag calls answered success
+    pending_tag_faults: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +300,24 @@ def _validation_errors(body: Any) -> dict[str, list[str]]:
     return errors
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tag_validation_errors(body: Any) -> dict[str, list[str]]:
+    if not isinstance(body, dict):
+        return {"tag_ids": ["is invalid"]}
+    errors: dict[str, list[str]] = {}
+    tag_ids = body.get("tag_ids")
+    if not (isinstance(tag_ids, list) and tag_ids and all(_is_int(t) for t in tag_ids)):
+        errors["tag_ids"] = ["is invalid"]
+    if body.get("assignee_type") not in ASSIGNEE_TYPES:
+        errors["assignee_type"] = ["is not included in the list"]
+    if not _is_int(body.get("assignee_id")):
+        errors["assignee_id"] = ["is invalid"]
+    return errors
+
+
 class _BadQuery(ValueError):
     pass
 
@@ -318,6 +351,9 @@ class FakeChat2Desk:
         self._dialogs: dict[str, int] = {}
         self._faults: deque[_Fault] = deque()
         self._lookup_faults: deque[_Fault] = deque()
+        self._tag_faults: deque[_Fault] = deque()
+        self._tag_records: list[RecordedRequest] = []
+        self._tag_assignments: list[dict[str, Any]] = []
         self._down: _Reply | None = None
         self._down_status: int | None = None
         self._delay_seconds = 0.0
@@ -350,6 +386,23 @@ class FakeChat2Desk:
     def requests(self) -> list[RecordedRequest]:
         """Every recorded ``/v1/messages`` request (POSTs and GETs), in arrival order."""
         return sorted(self._records, key=lambda r: r.seq)
+
+    @property
+    def tag_requests(self) -> list[RecordedRequest]:
+        """Every recorded ``/v1/tags/assign_to`` request, in arrival order."""
+        return list(self._tag_records)
+
+    @property
+    def tag_assignments(self) -> list[dict[str, Any]]:
+        """Bodies of the tag calls answered success (``{tag_ids, assignee_type, assignee_id}``),
+        in arrival order; copies."""
+        return [dict(a) for a in self._tag_assignments]
+
+    def request_id_for(self, client_id: int | str) -> int | None:
+        """The ``request_id`` the sends to ``client_id`` are answered with (one request per
+        client: the fake never closes one); None before the client's first send."""
+        dialog_id = self._dialogs.get(str(client_id))
+        return None if dialog_id is None else dialog_id + REQUEST_ID_OFFSET
 
     def requests_for(self, client_id: int | str) -> list[RecordedRequest]:
         """Recorded sends whose body names ``client_id`` (int and str compare equal); lookups
@@ -420,6 +473,8 @@ class FakeChat2Desk:
             echoes_posted=self.echoes_posted,
             echo_failures=self.echo_failures,
             last_echo_error=self.last_echo_error,
+            tag_assignments=len(self._tag_assignments),
+            pending_tag_faults=len(self._tag_faults),
         )
 
     # -- fault switches ----------------------------------------------------------------------
@@ -501,6 +556,19 @@ class FakeChat2Desk:
         reply = _Reply(status, body.encode(), content_type)
         self._lookup_faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
 
+    def tag_fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 503,
+        body: str = "<html>Bad gateway</html>",
+        content_type: str = "text/html",
+    ) -> None:
+        """The next ``n`` tag calls (``POST /v1/tags/assign_to``) get ``status`` with this body
+        and assign nothing."""
+        reply = _Reply(_http_status("status", status), body.encode(), content_type)
+        self._tag_faults.extend(_Fault("reply", reply) for _ in range(_positive("n", n)))
+
     def set_token(self, token: str, *, reject_status: int = 401) -> None:
         """Accept only ``token`` from now on; any other Authorization gets ``{"status":"error",
         "message":"You need to auth"}`` with HTTP ``reject_status`` (401, 403 or even 200)."""
@@ -516,7 +584,7 @@ class FakeChat2Desk:
         body: str = "<html>Service unavailable</html>",
         content_type: str = "text/html",
     ) -> None:
-        """Every request (send or lookup) fails with ``status`` until :meth:`set_up`."""
+        """Every request (send, lookup or tag call) fails with ``status`` until :meth:`set_up`."""
         self._down = _Reply(status, body.encode(), content_type)
         self._down_status = status
 
@@ -534,8 +602,9 @@ class FakeChat2Desk:
         self, per_minute: int | None, *, key: Literal["token", "client_id"] = "token"
     ) -> None:
         """Answer 429 (and count a limit violation) to a request when ``per_minute`` requests
-        with the same token (or ``client_id``: the body's for sends, the query's for lookups)
-        already arrived in the last 60 s. Every request counts, answered or not, lookups too.
+        with the same token (or ``client_id``: the body's for sends, the query's for lookups,
+        the assignee for tag calls) already arrived in the last 60 s. Every request counts,
+        answered or not, lookups and tag calls too.
         ``None`` turns the limit off."""
         if per_minute is None:
             self._limiter = None
@@ -574,6 +643,7 @@ class FakeChat2Desk:
         a rotated token (the token the fake was created with is accepted again)."""
         self._faults.clear()
         self._lookup_faults.clear()
+        self._tag_faults.clear()
         self.set_up()
         self._delay_seconds = 0.0
         self._accept_slowly_seconds = 0.0
@@ -587,6 +657,8 @@ class FakeChat2Desk:
         self.clear_faults()
         self._records.clear()
         self._messages.clear()
+        self._tag_records.clear()
+        self._tag_assignments.clear()
         self._seq = 0
         self.limit_violations = 0
         self.echoes_posted = 0
@@ -655,6 +727,65 @@ class FakeChat2Desk:
             return _Fault("reply", _rate_limited_reply(429, retry_after))
         return _LOOKUP
 
+    def _decide_tag(self, authorization: str | None, body: Any, now: float) -> _Reply:
+        """Answer one tag call (``POST /v1/tags/assign_to``); assign the tag on success."""
+        assignee = (
+            f"{body.get('assignee_type')}:{body.get('assignee_id')}"
+            if isinstance(body, dict)
+            else "None"
+        )
+        retry_after = self._over_limit(now, authorization, assignee)
+        if self._down is not None:
+            return self._down
+        if self._tag_faults:
+            reply = self._tag_faults.popleft().reply
+            assert reply is not None
+            return reply
+        if authorization != self.token:
+            return self._auth_error()
+        if retry_after is not None:
+            return _rate_limited_reply(429, retry_after)
+        errors = _tag_validation_errors(body)
+        if errors:
+            return _error_reply(400, VALIDATION_MESSAGE, errors=errors)
+        if any(not 1 <= t <= MAX_TAG_ID for t in body["tag_ids"]):
+            return _error_reply(400, TAG_NOT_FOUND_MESSAGE)
+        self._tag_assignments.append(
+            {
+                "tag_ids": list(body["tag_ids"]),
+                "assignee_type": body["assignee_type"],
+                "assignee_id": body["assignee_id"],
+            }
+        )
+        return _json_reply(200, {"status": "success"})
+
+    async def answer_tags(
+        self, method: str, path: str, authorization: str | None, raw: bytes
+    ) -> _Reply:
+        """Answer one request to ``/v1/tags/assign_to``; record it when the answer is decided."""
+        now, wall = trio.current_time(), time.monotonic()
+        body: Any = None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        before = len(self._tag_assignments)
+        if method == "POST":
+            reply = self._decide_tag(authorization, body, now)
+        else:
+            reply = _error_reply(404, NOT_FOUND_MESSAGE)
+        assigned = len(self._tag_assignments) > before
+        seq = len(self._tag_records) + 1
+        self._tag_records.append(
+            RecordedRequest(
+                seq, now, wall, method, path, authorization, body, raw, reply.status, assigned
+            )
+        )
+        self._notify()
+        if self._delay_seconds > 0:
+            await trio.sleep(self._delay_seconds)
+        return reply
+
     def _lookup(self, query_string: str) -> _Reply:
         query = parse_qs(query_string)
         try:
@@ -707,7 +838,7 @@ class FakeChat2Desk:
     def _deliver(self, body: dict[str, Any]) -> tuple[dict[str, Any], _Reply]:
         """Store the message; return it and the 200 success answer."""
         client_id = body["client_id"]
-        dialog_id = self._dialogs.setdefault(str(client_id), 4324035 + len(self._dialogs))
+        dialog_id = self._dialogs.setdefault(str(client_id), FIRST_DIALOG_ID + len(self._dialogs))
         operator_id = body.get("operator_id", DEFAULT_OPERATOR_ID)
         message = self._store(
             int(str(client_id).strip()),
@@ -725,7 +856,7 @@ class FakeChat2Desk:
             "type": message["type"],
             "client_id": client_id,
             "dialog_id": dialog_id,
-            "request_id": dialog_id + 4401060,
+            "request_id": dialog_id + REQUEST_ID_OFFSET,
         }
         message_for_echo = {**message, "operator_id": operator_id}
         return message_for_echo, _json_reply(200, {"status": "success", "data": data})
@@ -885,6 +1016,7 @@ class FakeChat2Desk:
             "accept_then_fail_next": self.accept_then_fail_next,
             "set_accept_slowly": self.set_accept_slowly,
             "lookup_fail_next": self.lookup_fail_next,
+            "tag_fail_next": self.tag_fail_next,
             "set_token": self.set_token,
             "echo_to": self.echo_to,
         }
@@ -913,6 +1045,7 @@ class FakeChat2Desk:
                 {
                     "requests": [r.to_json() for r in self.requests],
                     "limit_violations": self.limit_violations,
+                    "tag_assignments": self.tag_assignments,
                 },
             )
         if route == ("GET", "/_fake/statistics"):
@@ -964,6 +1097,8 @@ class FakeChat2Desk:
         url = urlsplit(target)
         if url.path in ("/v1/messages", "/v1/messages/"):
             return await self.answer_messages(method, url.path, authorization, raw, url.query)
+        if url.path in ("/v1/tags/assign_to", "/v1/tags/assign_to/"):
+            return await self.answer_tags(method, url.path, authorization, raw)
         if url.path.startswith("/_fake/"):
             return await self.answer_control(method, target, raw)
         return _error_reply(404, NOT_FOUND_MESSAGE)
