@@ -1,4 +1,5 @@
-"""Chat2Desk API adapter (httpx on Trio) and the reply sender (docs/design.md §3.3, §3.5).
+"""Chat2Desk API adapter (httpcore on Trio: botd.lean_http) and the reply sender
+(docs/design.md §3.3, §3.5).
 
 :class:`ChatApi` makes one call and classifies the answer: success → the Chat2Desk message id;
 429 or an "exceeded" body → :class:`RateLimited`; 401/403 or an auth error body →
@@ -33,6 +34,7 @@ import trio
 from botd import __version__
 from botd.config import Chat2DeskConfig
 from botd.errors import AuthRejected, DeliveryUnknown, PermanentError, TransientError
+from botd.lean_http import Answer, JsonClient, LeanClient
 from botd.liveness import deliberately_waiting
 from botd.ports import Route
 from botd.ratelimit import RateLimiter
@@ -155,13 +157,13 @@ def _is_auth_error(status: int, message: str) -> bool:
 class ChatApi:
     """One Chat2Desk API call at a time per caller; the client pools connections."""
 
-    def __init__(self, config: Chat2DeskConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: Chat2DeskConfig, client: JsonClient) -> None:
         self._config = config
         self._client = client
         self._url = config.base_url.rstrip("/") + "/messages"
         self._tags_url = config.base_url.rstrip("/") + "/tags/assign_to"
 
-    async def _call(self, what: str, request: Awaitable[httpx.Response]) -> tuple[int, Any, str]:
+    async def _call(self, what: str, request: Awaitable[Answer]) -> tuple[int, Any, str]:
         """Make one call; (status, parsed JSON or None, the body's message) or botd's error for
         what every Chat2Desk call can answer: unreachable, rate-limited, token refused, 5xx."""
         try:
@@ -540,8 +542,12 @@ class Sender:
 
 @asynccontextmanager
 async def open_chat_api(config: Chat2DeskConfig) -> AsyncIterator[ChatApi]:
+    """The Chat2Desk API over :class:`botd.lean_http.LeanClient` (keep-alive, no httpx client
+    layer on the hot path), closed on exit."""
     headers = {"Authorization": config.token, "User-Agent": f"botd/{__version__}"}
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-    timeout = httpx.Timeout(config.timeout_seconds)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout) as client:
+    client = LeanClient(headers=headers, timeout_seconds=config.timeout_seconds)
+    try:
         yield ChatApi(config, client)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()

@@ -53,6 +53,9 @@ async def test_full_dialog_creates_one_order(
     assert "ул. Токтогула 125, кв. 4" in texts[-2] and "+996555123456" in texts[-2]
     for request in fake.requests:
         assert request.authorization == "test-token"
+        if not request.visible:  # the order's internal note (docs/orders.md)
+            assert request.body["type"] == "comment" and "🛒" in request.body["text"]
+            continue
         assert request.body is not None and request.body["type"] == "to_client"
         assert request.body["client_id"] == CLIENT
 
