@@ -32,6 +32,7 @@ import psycopg
 import trio
 
 from bench.common import bench_config, cpu_seconds, median, pct, peak_rss_mb
+from botd import home_shards
 from botd.testing.fake_chat2desk import RecordedRequest, open_fake_chat2desk
 from botd.testing.process import start_botd
 
@@ -60,7 +61,7 @@ class Watcher:
 
 async def run_mode(
     mode: str,
-    url: str,
+    urls: list[str],
     watcher: Watcher,
     customers: list[int],
     dialogs: int,
@@ -105,7 +106,7 @@ async def run_mode(
             "text": text,
         }
         response = await http.post(
-            f"{url}/webhook/chat2desk",
+            f"{urls[cid % len(urls)]}/webhook/chat2desk",
             content=json.dumps(body),
             headers={"Content-Type": "application/json"},
         )
@@ -163,6 +164,12 @@ async def main() -> None:
     parser.add_argument("--dialogs", type=int, default=1, help="dialogs per paced customer")
     parser.add_argument("--burst", type=int, default=40, help="burst customers (all at once)")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="botd processes sharing the shards (active-active, rabbitmq.instances)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -183,9 +190,18 @@ async def main() -> None:
             bench_config(fake.base_url, BOTD_RABBITMQ_SHARDS=str(args.shards)) as config,
             trio.open_nursery() as nursery,
         ):
-            botd = await start_botd(
-                nursery, config, extra_env=dict(e.split("=", 1) for e in args.env)
-            )
+            extra = dict(e.split("=", 1) for e in args.env)
+            procs = []
+            for n in range(args.processes):
+                sharing = {
+                    "BOTD_RABBITMQ_INSTANCES": str(args.processes),
+                    "BOTD_RABBITMQ_INSTANCE": str(n),
+                }
+                procs.append(await start_botd(nursery, config, extra_env={**sharing, **extra}))
+            botd = procs[0]
+            pids = [p.process.pid for p in procs]
+            urls = [p.url for p in procs]
+            await trio.sleep(home_shards.STANDBY_DELAY_SECONDS + 1)  # everyone standing by
             ids = [2 * 10**9]
             done: dict[int, int] = defaultdict(int)
             plan = (
@@ -203,11 +219,11 @@ async def main() -> None:
                         stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     await trio.sleep(1.0)  # py-spy attaches
-                cpu0, own0 = cpu_seconds(botd.process.pid), cpu_seconds(os.getpid())
+                cpu0, own0 = sum(map(cpu_seconds, pids)), cpu_seconds(os.getpid())
                 elapsed, lat, messages = await run_mode(
-                    mode, botd.url, watcher, customers, dialogs, ids, concurrency
+                    mode, urls, watcher, customers, dialogs, ids, concurrency
                 )
-                cpu = cpu_seconds(botd.process.pid) - cpu0
+                cpu = sum(map(cpu_seconds, pids)) - cpu0
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
@@ -220,15 +236,19 @@ async def main() -> None:
                 if lat:
                     line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
                 line += (
-                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg ({cpu / elapsed:.0%} of a core)"
+                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg ({cpu / elapsed:.0%} of a core"
+                    f"{f' over {len(pids)} processes' if len(pids) > 1 else ''})"
                     f", load generator + fake {own / messages * 1000:.2f} ms/msg"
                 )
                 print(line, flush=True)
             expected, found, wrong = audit(config.postgres.dsn, list(done), done)
             print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
-            print(f"botd peak RSS {peak_rss_mb(botd.process.pid):.0f} MiB")
-            botd.process.terminate()
-            await botd.wait_exit()
+            for proc in procs:
+                print(
+                    f"botd pid {proc.process.pid} peak RSS {peak_rss_mb(proc.process.pid):.0f} MiB"
+                )
+                proc.process.terminate()
+                await proc.wait_exit()
 
 
 if __name__ == "__main__":

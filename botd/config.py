@@ -34,8 +34,12 @@ def _f(
     *,
     secret: bool = False,
     check: Callable[[Any], str | None] | None = None,
+    joins_list: bool = False,
 ) -> Any:
-    return field(default=default, metadata={"help": help, "secret": secret, "check": check})
+    """A config field. ``joins_list``: a string field that also takes a TOML array of strings,
+    joined with commas (the environment's form), so that one string type serves both."""
+    metadata = {"help": help, "secret": secret, "check": check, "joins_list": joins_list}
+    return field(default=default, metadata=metadata)
 
 
 def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
@@ -61,6 +65,52 @@ def _url(*schemes: str) -> Callable[[Any], str | None]:
         return None
 
     return check
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """The URLs of a comma-separated list (one URL is a list of one); blanks around them and
+    empty elements are dropped. A comma inside a URL must be percent-encoded (%2C)."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _urls(*schemes: str) -> Callable[[Any], str | None]:
+    """Check each URL of a comma-separated list like :func:`_url`; at least one."""
+    one = _url(*schemes)
+
+    def check(v: Any) -> str | None:
+        urls = split_urls(v)
+        if not urls:
+            return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        for n, url in enumerate(urls, 1):
+            if reason := one(url):
+                return reason if len(urls) == 1 else f"URL {n} of {len(urls)} {reason}"
+        return None
+
+    return check
+
+
+_PG_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:/,]+)(?::(\d{1,5}))?")
+
+
+def _pg_dsn(v: Any) -> str | None:
+    """A libpq URI with one host or several (``postgresql://u@h1:5441,h2:5442/botd``: a
+    primary and its stand-by, tried in turn). ``urlsplit`` cannot read the port of a multi-host
+    netloc, so each ``host[:port]`` is checked here; a socket directory may come as ``?host=``."""
+    problem = (
+        "must be a URL starting with postgresql:// or postgres:// "
+        "(several hosts: postgresql://user@host1:port1,host2:port2/db)"
+    )
+    parts = urlsplit(v)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return problem
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts:
+        return None if "host=" in parts.query else problem
+    for host in hosts.split(","):
+        m = _PG_HOST.fullmatch(host)
+        if m is None or (m[2] is not None and not 0 < int(m[2]) < 65536):
+            return problem
+    return None
 
 
 def _prefix(v: Any) -> str | None:
@@ -211,9 +261,12 @@ class Chat2DeskConfig:
 class RabbitmqConfig:
     url: str = _f(
         "amqp://guest:guest@127.0.0.1:5672/%2F",
-        "AMQP URL of RabbitMQ.",
+        "AMQP URL of RabbitMQ; for a cluster, one URL per node, comma-separated (or a TOML "
+        "array): botd connects to the first that answers and, when that connection is lost, "
+        "fails over to the next.",
         secret=False,
-        check=_url("amqp", "amqps"),
+        check=_urls("amqp", "amqps"),
+        joins_list=True,
     )
     queue_prefix: str = _f("botd", "Prefix of every queue botd declares.", check=_prefix)
     shards: int = _f(
@@ -237,11 +290,79 @@ class RabbitmqConfig:
         "How long botd's own publishes (outbox, dialog timers) wait for the broker's confirm.",
         check=_range(0.1, 300),
     )
+    quorum_initial_group_size: int = _f(
+        0,
+        "Replicas of each quorum queue botd creates (x-quorum-initial-group-size); 0 leaves it "
+        "to the broker (quorum_cluster_size: 3 in RabbitMQ 3.10, at most the cluster's nodes). "
+        "RabbitMQ refuses to redeclare an existing queue with another value "
+        "(PRECONDITION_FAILED stops botd at start-up): set it before the queues exist.",
+        check=_range(0, 99),
+    )
+    instances: int = _f(
+        1,
+        "How many botd processes share the shards (active-active): each consumes its home "
+        "shards (shard % instances == instance) and stands by for the others.",
+        check=_range(1, 256),
+    )
+    instance: int = _f(
+        0,
+        "This process's number, 0 … instances - 1 (-1: from a hash of the host name).",
+        check=_range(-1, 255),
+    )
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The node URLs of ``url``, in the order botd tries them."""
+        return split_urls(self.url)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for an IPv6 address) as (host, port); ValueError naming
+    what is wrong, so a typo in a Sentinel list stops botd at start-up, not at the fail-over."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError(f"{value!r} is not host:port")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{value!r} has no port number 1-65535")
+    return host, int(port)
+
+
+def _host_ports(v: Any) -> str | None:
+    bad = []
+    for item in v:
+        try:
+            parse_host_port(item)
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        return f"{'; '.join(bad)}: give host:port entries, e.g. 10.0.0.1:26379"
+    return None
+
+
+def _service_name(v: Any) -> str | None:
+    ok = v and all(c.isalnum() or c in "-_.:" for c in v)
+    return None if ok else "must be the name the sentinels monitor (letters, digits, '-_.:')"
 
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
-    url: str = _f("redis://127.0.0.1:6379/0", "Redis URL.", check=_url("redis", "rediss", "unix"))
+    url: str = _f(
+        "redis://127.0.0.1:6379/0",
+        "Redis URL. With sentinels set, only its database number, user and password (and "
+        "rediss:// for TLS) are used: the address comes from the sentinels.",
+        check=_url("redis", "rediss", "unix"),
+    )
+    sentinels: tuple[str, ...] = _f(
+        (),
+        "Redis Sentinel addresses (host:port); when set, botd asks them for the current "
+        "primary of service_name and follows it through a fail-over. Empty = connect to url.",
+        check=_host_ports,
+    )
+    service_name: str = _f(
+        "botd", "The service (master) name the sentinels monitor.", check=_service_name
+    )
     key_prefix: str = _f("botd:", "Prefix of every Redis key botd writes.", check=_prefix)
     dedupe_ttl_seconds: int = _f(
         172800,
@@ -255,7 +376,7 @@ class PostgresConfig:
     dsn: str = _f(
         "postgresql://postgres@127.0.0.1:5432/botd",
         "PostgreSQL connection string.",
-        check=_url("postgresql", "postgres"),
+        check=_pg_dsn,
     )
     pool_min_size: int = _f(1, "Connections kept open.", check=_range(1, 100))
     pool_max_size: int = _f(4, "Most connections opened.", check=_range(1, 100))
@@ -499,7 +620,7 @@ def load_config(
         if (
             name.startswith(ENV_PREFIX)
             and name not in known_env
-            and name != "BOTD_CONFIG"
+            and name not in ("BOTD_CONFIG", "BOTD_CLUSTER_DIR")  # scripts/cluster's data dir
             and not name.startswith("BOTD_TEST_")
         ):
             problems.append(
@@ -526,6 +647,12 @@ def load_config(
                 origin, value, from_env = f"[{section}] {fld.name}", table[fld.name], False
             else:
                 continue
+            if (
+                fld.metadata["joins_list"]
+                and isinstance(value, list)
+                and all(isinstance(v, str) for v in value)
+            ):
+                value = ",".join(value)
             try:
                 value = _coerce(value, hint, from_env=from_env)
             except ValueError as exc:
@@ -542,11 +669,24 @@ def load_config(
                 continue
             values[fld.name] = value
         sections[section] = cls(**values)
+    mq = sections["rabbitmq"]
+    if mq.instance >= mq.instances:
+        problems.append(
+            f"[rabbitmq] instance = {mq.instance}: must be below instances ({mq.instances}); "
+            "number the processes 0 … instances - 1, or use -1 (host name hash)"
+        )
     pg = sections["postgres"]
     if pg.pool_min_size > pg.pool_max_size:
         problems.append(
             f"[postgres] pool_min_size = {pg.pool_min_size}: must not exceed pool_max_size "
             f"({pg.pool_max_size}); lower it or raise pool_max_size"
+        )
+    rd = sections["redis"]
+    if rd.sentinels and urlsplit(rd.url).scheme == "unix":
+        problems.append(
+            f"[redis] url = {_shown(rd.url, False)}: a unix socket cannot be reached through "
+            "sentinels; use redis://[user:password@]host/db (the host is ignored) or empty "
+            "sentinels"
         )
     shop = sections["shop_webhook"]
     if shop.url and not shop.secret:

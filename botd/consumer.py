@@ -29,7 +29,7 @@ from functools import partial
 
 import trio
 
-from botd import dialog, ports
+from botd import dialog, home_shards, ports
 from botd.broker import Broker, Delivery, QueueWorker, Subscription
 from botd.dialog.step import is_consistent, is_expired
 from botd.errors import (
@@ -413,9 +413,22 @@ class Processor:
 class ShardConsumers:
     """One consumer task per shard queue; each handles its messages one at a time, in order."""
 
-    def __init__(self, broker: Broker, processor: Processor, *, prefetch: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        processor: Processor,
+        *,
+        prefetch: int,
+        home: frozenset[int] | None = None,
+    ) -> None:
+        """``home``: the shards this process should be the active consumer of (all when None,
+        one process); the others are subscribed ``home_shards.STANDBY_DELAY_SECONDS`` later, at
+        a lower consumer priority (botd.home_shards)."""
         self._processor = processor
         self._progress = trio.Event()
+        shards = range(broker.topology.shards)
+        self.home = frozenset(shards) if home is None else home
+        self._stopping = trio.Event()
         self.subscribed: set[int] = set()
         self.handled = 0  # deliveries finished (acked or nacked)
         self._liveness = ShardLiveness()
@@ -430,8 +443,13 @@ class ShardConsumers:
                 on_subscribed=partial(self._mark_subscribed, shard),
                 logger=log,
             )
-            for shard in range(broker.topology.shards)
+            for shard in shards
         }
+        for shard, worker in self._workers.items():
+            priority = (
+                home_shards.HOME_PRIORITY if shard in self.home else home_shards.STANDBY_PRIORITY
+            )
+            worker.subscribe_with(**{"x-priority": priority})
 
     def stuck_shards(self, seconds: float) -> tuple[int, ...]:
         """Shards with no progress on their current message for more than ``seconds`` while not
@@ -449,13 +467,29 @@ class ShardConsumers:
 
     def stop_taking(self) -> None:
         """Stop taking new messages; those being processed finish (see the daemon's deadline)."""
+        self._stopping.set()
         for worker in self._workers.values():
             worker.stop_taking()
+
+    def release(self, shard: int) -> None:
+        """Hand ``shard`` to the consumer waiting behind this one (its home process is back)."""
+        self._workers[shard].release(delay_seconds=home_shards.RELEASE_SECONDS)
+
+    @property
+    def releases(self) -> int:
+        return sum(worker.releases for worker in self._workers.values())
 
     async def serve_shard(
         self, shard: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await self._workers[shard].serve(task_status=task_status)
+        if shard in self.home:
+            await self._workers[shard].serve(task_status=task_status)
+            return
+        # standby: the home process subscribes first when both start together
+        task_status.started()
+        with trio.move_on_after(home_shards.STANDBY_DELAY_SECONDS):
+            await self._stopping.wait()
+        await self._workers[shard].serve()
 
     def _mark_subscribed(self, shard: int, subscribed: bool) -> None:
         if subscribed:

@@ -35,7 +35,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from botd import dialog, systemd
+from botd import dialog, gc_tuning, systemd
 from botd.bridge import AsyncioBridge, open_bridge
 from botd.broker import Broker, layout, open_broker
 from botd.chat_api import ChatApi, Sender, open_chat_api
@@ -43,6 +43,7 @@ from botd.config import Config
 from botd.consumer import Processor, ShardConsumers
 from botd.errors import BotdError, TransientError
 from botd.health import HealthMonitor
+from botd.home_shards import HomeShards, Presence, resolve_instance
 from botd.metrics import Metrics
 from botd.order_events import EventRelay
 from botd.order_notes import OrderNotes
@@ -229,6 +230,7 @@ class Components:
             "connections": snap.services,
             "depths": {"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
             "relay": self.relay.stats,
+            "gc": gc_tuning.statistics(),
             "destinations": {"note": self.notes.stats}
             | ({} if self.shop is None else {"shop": self.shop.stats}),
         }
@@ -293,7 +295,17 @@ def build(
         timers=timers,
         guards=guards,
     )
-    consumers = ShardConsumers(broker, processor, prefetch=config.rabbitmq.prefetch)
+    mq = config.rabbitmq
+    instance = resolve_instance(mq.instance, mq.instances)
+    sharing = HomeShards(
+        instance=instance,
+        instances=mq.instances,
+        shards=shards,
+        presence=Presence(store.beat_presence, store.presences),
+        release=lambda shard: consumers.release(shard),
+        home_ready=_nothing_to_wait_for,
+    )
+    consumers = ShardConsumers(broker, processor, prefetch=mq.prefetch, home=sharing.home)
     retrier = OutboxRetrier(broker, outbox, store, sender, guards)
     relay = EventRelay(orders, broker, config)
     orders.on_change = relay.wake
@@ -307,7 +319,7 @@ def build(
         TimerRouter(broker),
         shards=shards,
         check_schema=partial(_check_schema, orders),
-        others=(relay, notes) if shop is None else (relay, notes, shop),
+        others=(relay, notes, sharing) if shop is None else (relay, notes, shop, sharing),
     )
     health = HealthMonitor(
         bridge=bridge,
@@ -341,6 +353,10 @@ def build(
     )
     metrics.set_source(parts.statistics)
     return parts
+
+
+async def _nothing_to_wait_for() -> None:
+    """The home shards are subscribed before the workers' other parts start (Workers.serve)."""
 
 
 async def _check_schema(orders: OrderStore) -> None:
@@ -441,6 +457,7 @@ async def _start(nursery: trio.Nursery, parts: Components, stop: trio.Event) -> 
     snap = await parts.health.check()
     status = parts.health.status_line(snap)
     (log.info if snap.healthy else log.warning)("botd ready on %s: %s", url, status)
+    gc_tuning.after_startup()  # start-up objects out of the collector's way (botd.gc_tuning)
     systemd.notify(f"READY=1\nSTATUS={status}, webhook {url}")
     await nursery.start(parts.health.serve)
     return url

@@ -144,6 +144,7 @@ class _SnapshotCollector(Collector):
             value=ob.oldest_pending_seconds,
         )
         yield from _order_event_metrics(s)
+        yield from _gc_metrics(s)
         depth = GaugeMetricFamily(
             "botd_queue_depth", "Messages waiting, by queue", labels=["queue"]
         )
@@ -194,6 +195,41 @@ def _order_event_metrics(s: dict[str, Any]) -> Iterable[Metric]:
         deliveries.add_metric([name, "retried"], d.retried)
         deliveries.add_metric([name, "dead_lettered"], d.dead_lettered)
     yield deliveries
+
+
+def _gc_metrics(s: dict[str, Any]) -> Iterable[Metric]:
+    """The garbage collector's pauses, by generation (botd.gc_tuning)."""
+    g = s.get("gc")
+    if g is None:
+        return
+    pauses = HistogramMetricFamily(
+        "botd_gc_pause_seconds",
+        "Time the process stood still in a garbage collection, by generation",
+        labels=["generation"],
+    )
+    for generation, h in sorted(g.pauses.items()):
+        buckets = [(str(float(le)), n) for le, n in zip(h.bounds, h.cumulative, strict=True)]
+        pauses.add_metric([generation], [*buckets, ("+Inf", h.count)], h.total)
+    yield pauses
+    longest = GaugeMetricFamily(
+        "botd_gc_pause_max_seconds",
+        "Longest garbage-collection pause since start-up, by generation",
+        labels=["generation"],
+    )
+    for generation, seconds in sorted(g.longest.items()):
+        longest.add_metric([generation], seconds)
+    yield longest
+    collections = CounterMetricFamily(
+        "botd_gc_collections", "Garbage collections run, by generation", labels=["generation"]
+    )
+    for generation, n in sorted(g.collections.items()):
+        collections.add_metric([generation], n)
+    yield collections
+    yield GaugeMetricFamily(
+        "botd_gc_frozen_objects",
+        "Objects frozen after start-up (never walked by a collection again)",
+        value=g.frozen,
+    )
 
 
 class Metrics:

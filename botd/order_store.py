@@ -88,6 +88,9 @@ _MARK_PUBLISHED = (
     "UPDATE order_events SET published_at = now() WHERE id = ANY(%(ids)s) AND published_at IS NULL"
 )
 
+# Longest wait for a pooled connection before asking again (see OrderStore._run).
+_ACQUIRE_SLICE = 1.0
+
 _TOO_LATE = frozenset({"confirmed", "delivering", "delivered"})
 
 # Seconds from a customer's first message to the order: 30 s, 1-30 min, 1-24 h.
@@ -104,13 +107,24 @@ class OrderStoreStatistics:
     from_first_message: HistogramSnapshot
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        # a stand-by (or a primary just demoted): the write will work on the primary, which the
+        # next connection finds (target_session_attrs=read-write); checked first because an
+        # order must never be given up on (PermanentError) for where the database runs
+        return TransientError(f"postgres is read-only here (a stand-by?): {_one_line(exc)}")
     if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError):
         return PermanentError(f"order rejected by the database: {exc.diag.message_primary}")
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return PermanentError("the orders table is missing; run `botd migrate`")
     if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout | OSError):
-        return TransientError(f"postgres unavailable: {type(exc).__name__}: {exc}")
+        # libpq's messages span lines ("server closed the connection unexpectedly\n\tThis
+        # probably means…"): one log line per retry keeps the log greppable
+        return TransientError(f"postgres unavailable: {type(exc).__name__}: {_one_line(exc)}")
     return exc
 
 
@@ -135,7 +149,10 @@ class OrderStore:
             kwargs={"autocommit": True, "connect_timeout": 5},
             open=False,
             timeout=10,
-            reconnect_timeout=0,  # keep trying to reconnect for as long as botd runs
+            # A failed reconnect is given up after one retry; a request that finds the pool
+            # empty starts a new attempt, and _run asks again every _ACQUIRE_SLICE seconds, so
+            # botd reconnects for as long as it runs, about once a second while it is needed.
+            reconnect_timeout=0,
             name="botd",
         )
         await pool.open(wait=False)
@@ -151,10 +168,29 @@ class OrderStore:
             pool = self._pool
             if pool is None:
                 raise TransientError("postgres pool is closed")
+            deadline = time.monotonic() + timeout
             try:
-                async with pool.connection(timeout=timeout) as conn:
-                    cur = await conn.execute(sql, params)
-                    return await cur.fetchall() if cur.description is not None else []
+                while True:
+                    # psycopg_pool starts a connection attempt when a request finds no
+                    # connection, but a request already waiting is not retried when that attempt
+                    # gives up (the server was still down): it would wait out all of `timeout`
+                    # even if the server (a promoted stand-by) came back meanwhile. Short waits,
+                    # asked again, start a new attempt each time.
+                    wait = min(_ACQUIRE_SLICE, deadline - time.monotonic())
+                    try:
+                        async with pool.connection(timeout=wait) as conn:
+                            try:
+                                cur = await conn.execute(sql, params)
+                            except psycopg.errors.ReadOnlySqlTransaction:
+                                # The pool would hand this connection out again and again:
+                                # close it, so the pool connects anew and libpq picks the
+                                # read-write server (target_session_attrs=read-write).
+                                await conn.close()
+                                raise
+                            return await cur.fetchall() if cur.description is not None else []
+                    except psycopg_pool.PoolTimeout:
+                        if time.monotonic() + 0.01 >= deadline:
+                            raise
             except Exception as exc:
                 raise _translate(exc) from exc
 

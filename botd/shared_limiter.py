@@ -38,9 +38,10 @@ import redis.exceptions
 import trio
 
 from botd.bridge import AsyncioBridge
-from botd.config import Config
+from botd.config import Config, RedisConfig
 from botd.errors import TransientError
 from botd.ratelimit import WINDOW_MARGIN_SECONDS, WINDOW_SECONDS, LimiterStatistics
+from botd.redis_client import open_redis_client
 
 __all__ = ["SharedLimiter", "limiter_key", "open_limiter", "open_shared_limiter"]
 
@@ -115,7 +116,7 @@ class SharedLimiter:
         self,
         bridge: AsyncioBridge,
         *,
-        redis_url: str,
+        redis: RedisConfig,
         key: str,
         limit: int,
         burst: int,
@@ -125,7 +126,7 @@ class SharedLimiter:
         if margin_seconds is None:
             margin_seconds = window_seconds * WINDOW_MARGIN_SECONDS / WINDOW_SECONDS
         self._bridge = bridge
-        self._url = redis_url
+        self._redis = redis
         self.keys = (key, f"{key}:admitted")
         burst = max(1, min(burst, limit))
         span_us = round((window_seconds + margin_seconds) * 1e6)
@@ -142,9 +143,7 @@ class SharedLimiter:
         self._pauses = 0
 
     async def _aio_open(self) -> None:
-        self._client = aioredis.Redis.from_url(
-            self._url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=15
-        )
+        self._client = open_redis_client(self._redis)
         self._script = self._client.register_script(_SCRIPT)
 
     async def _aio_close(self) -> None:
@@ -209,17 +208,21 @@ class SharedLimiter:
 async def open_limiter(
     bridge: AsyncioBridge,
     *,
-    redis_url: str,
+    redis: RedisConfig | None = None,
+    redis_url: str | None = None,
     key: str,
     limit: int,
     burst: int,
     window_seconds: float = WINDOW_SECONDS,
     margin_seconds: float | None = None,
 ) -> AsyncIterator[SharedLimiter]:
-    """A :class:`SharedLimiter` with its Redis client, closed on exit."""
+    """A :class:`SharedLimiter` with its Redis client, closed on exit. Redis is ``redis`` (the
+    daemon's section, Sentinel included) or, for tests and benchmarks, a plain ``redis_url``."""
+    if (redis is None) == (redis_url is None):
+        raise TypeError("open_limiter needs exactly one of redis and redis_url")
     limiter = SharedLimiter(
         bridge,
-        redis_url=redis_url,
+        redis=redis if redis is not None else RedisConfig(url=str(redis_url)),
         key=key,
         limit=limit,
         burst=burst,
@@ -241,7 +244,7 @@ def open_shared_limiter(
     under ``redis.key_prefix`` by every process with the same ``chat2desk.token``."""
     return open_limiter(
         bridge,
-        redis_url=config.redis.url,
+        redis=config.redis,
         key=limiter_key(config.redis.key_prefix, config.chat2desk.token),
         limit=config.chat2desk.requests_per_minute,
         burst=config.chat2desk.burst,

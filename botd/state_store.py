@@ -33,6 +33,7 @@ from botd.config import RedisConfig
 from botd.errors import TransientError
 from botd.inbound import text_digest
 from botd.ports import OWN_ECHO_WINDOW_SECONDS, CommitResult, Loaded, Marker, SendLease
+from botd.redis_client import open_redis_client
 
 __all__ = ["CommitResult", "Loaded", "Marker", "StateStore", "open_state_store"]
 
@@ -216,12 +217,7 @@ class StateStore:
         return f"{self._config.key_prefix}version:{client_id}"
 
     async def _aio_open(self) -> None:
-        self._client = aioredis.Redis.from_url(
-            self._config.url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=15,
-        )
+        self._client = open_redis_client(self._config)
         self._commit = self._client.register_script(_COMMIT)
         self._mark_sent = self._client.register_script(_MARK_SENT)
         self._take_lease = self._client.register_script(_TAKE_LEASE)
@@ -536,6 +532,25 @@ class StateStore:
             await self._c().set(key, "1", nx=True, ex=ttl_seconds)
 
         await self._run(remember)
+
+    # ---- which botd processes are up (botd.home_shards) -----------------------------------------
+    def presence_key(self, instance: int) -> str:
+        return f"{self._config.key_prefix}instance:{instance}"
+
+    async def beat_presence(self, instance: int, token: str, ttl_seconds: float) -> None:
+        """Say that process ``instance`` (this start of it: ``token``) is up, for a while."""
+        key, ttl_ms = self.presence_key(instance), max(1, int(ttl_seconds * 1000))
+
+        async def beat() -> None:
+            await self._c().set(key, token, px=ttl_ms)
+
+        await self._run(beat)
+
+    async def presences(self, instances: int) -> dict[int, str]:
+        """{instance: token} of the processes that said they are up."""
+        keys = [self.presence_key(i) for i in range(instances)]
+        values = await self._run(self._c().mget, keys)
+        return {i: bytes(v).decode() for i, v in enumerate(values) if v is not None}
 
     # ---- order events handed on (botd.order_notes, botd.shop_webhook) --------------------------
     def event_done_key(self, destination: str, event_id: str) -> str:

@@ -84,8 +84,22 @@ def loggable_path(path: str) -> str:
     return path
 
 
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+# An ASGI fast path: handles the request and says True, or says False having read nothing.
+FastPath = Callable[[dict[str, Any], ASGIReceive, ASGISend], Awaitable[bool]]
+
+
 class _App(QuartTrio):
-    """Quart-Trio whose own error log (an exception outside botd's handlers) hides the token."""
+    """Quart-Trio whose own error log (an exception outside botd's handlers) hides the token,
+    with the webhook's common case answered before Quart's request machinery (``fast_path``)."""
+
+    fast_path: FastPath | None = None
+
+    async def asgi_app(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.fast_path is not None and await self.fast_path(scope, receive, send):
+            return
+        await super().asgi_app(scope, receive, send)
 
     def log_exception(
         self,
@@ -170,8 +184,115 @@ def check_signature(cfg: WebhookConfig, body: bytes, headers: Any, now: float) -
     return None
 
 
+class _LowerHeaders(dict[str, str]):
+    """An ASGI request's headers by lower-case name; ``get`` takes any case (like Quart's)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+_JSON_HEADERS = [(b"content-type", JSON.encode())]
+
+
+async def fast_webhook(
+    cfg: WebhookConfig,
+    scope: dict[str, Any],
+    receive: ASGIReceive,
+    send: ASGISend,
+    *,
+    accept: Callable[[bytes, Any, float], Awaitable[tuple[int, str]]],
+    is_draining: Callable[[], bool],
+    answered: Callable[[int, float], None],
+) -> bool:
+    """The webhook's common case without Quart: a POST to the webhook path (with the right
+    token) with a JSON body of an acceptable length (declared, or bounded while read; never
+    chunked), from a head within the limit,
+    while botd is not draining. Anything else (every refusal that leaves a body unread, and
+    every other route) says False having read nothing, and Quart answers it as before.
+
+    Measured: Quart's request machinery costs about 0.2 ms of CPU per request on this machine
+    (a do-nothing Quart route against a plain ASGI answer, both on Hypercorn)."""
+    if scope.get("type") != "http" or scope.get("method") != "POST" or is_draining():
+        return False
+    path = scope.get("path", "")
+    if cfg.path_token:
+        if not path.startswith(WEBHOOK_PATH + "/") or len(path) == len(WEBHOOK_PATH) + 1:
+            return False
+        given = path[len(WEBHOOK_PATH) + 1 :]
+        if not hmac.compare_digest(given.encode(), cfg.path_token.encode()):
+            # as Quart's route answers it (once compared); the body stays unread: close
+            await _send(send, 404, error_body_of("not found"), close=True)
+            return True
+    elif path != WEBHOOK_PATH:
+        return False
+    raw_headers = scope.get("headers", ())
+    headers = _LowerHeaders(
+        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers
+    )
+    size = head_size("POST", scope.get("raw_path", b""), scope.get("query_string", b""), headers)
+    length = headers.get("content-length")
+    if (
+        size > cfg.max_header_bytes
+        or (length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes))
+        or "transfer-encoding" in headers
+    ):
+        return False
+    ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype and ctype != JSON and not ctype.endswith("+json"):
+        return False
+    started = time.perf_counter()
+    body = bytearray()
+    with trio.move_on_after(cfg.read_timeout_seconds) as reading:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return True  # the client left: nothing to answer
+            body += message.get("body", b"")
+            if len(body) > cfg.max_body_bytes:  # more than it declared
+                await _send(
+                    send,
+                    413,
+                    error_body_of(f"body larger than {cfg.max_body_bytes} bytes"),
+                    close=True,
+                )
+                answered(413, started)
+                return True
+            if not message.get("more_body", False):
+                break
+    if reading.cancelled_caught:
+        answered(408, started)
+        await _send(send, 408, error_body_of("request body not received in time"), close=True)
+        return True
+    try:
+        with trio.move_on_after(cfg.response_timeout_seconds) as answering:
+            status, payload = await accept(bytes(body), headers, started)
+    except Exception:
+        # as Quart's handler of the unexpected: logged without the path token, answered 500
+        log.exception("unexpected error answering POST %s", loggable_path(path))
+        await _send(send, 500, error_body_of("internal error"), close=False)
+        return True
+    if answering.cancelled_caught:
+        status, payload = 503, error_body_of("botd did not answer in time; retry later")
+        answered(503, started)
+    await _send(send, status, payload, close=False)
+    return True
+
+
+def error_body_of(reason: str) -> str:
+    return json.dumps({"status": "error", "reason": reason}, ensure_ascii=False)
+
+
+async def _send(send: ASGISend, status: int, payload: str, *, close: bool) -> None:
+    data = payload.encode()
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
 def create_app(deps: WebDeps) -> QuartTrio:
-    app = _App("botd")
+    app: _App = _App("botd")
     cfg = deps.config
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     # A body that trickles in is cut at the same read timeout as an idle connection; a
@@ -249,6 +370,43 @@ def create_app(deps: WebDeps) -> QuartTrio:
             call = partial(signatures.remember_signature, signature, ttl_seconds=replay_ttl_seconds)
             await bounded("record", message_id, call)
 
+    async def accept(body: bytes, headers: Any, started: float) -> tuple[int, str]:
+        """The answer to a webhook body that was read whole (both paths): (status, JSON)."""
+        refusal = check_signature(cfg, body, headers, time.time())
+        if refusal is not None:
+            answered(401, started)
+            return 401, error_body_of(refusal)
+        try:
+            verdict = parse_webhook(body, received_at=time.time())
+        except InvalidInput as exc:
+            answered(400, started)
+            return 400, error_body_of(exc.reason)
+        if isinstance(verdict, Ignored):
+            metrics.ignored(verdict.kind)
+            answered(200, started)
+            ignored = {"status": "ignored", "reason": verdict.reason}
+            return 200, json.dumps(ignored, ensure_ascii=False)
+        signature = normalised_signature(headers.get(cfg.hmac_header, "") or "")
+        if await already_queued(signature, verdict.message_id):
+            log.info(
+                "webhook message %s: a replay of a queued request; not queued again",
+                verdict.message_id,
+            )
+            answered(200, started)
+            return 200, _REPLAYED
+        shard = shard_of(verdict.client_id, deps.shards)
+        try:
+            await deps.publish(shard, encode_queued(verdict))
+        except TransientError as exc:
+            log.warning("webhook message %s not queued: %s", verdict.message_id, exc)
+            answered(503, started)
+            return 503, error_body_of("message broker unavailable; retry later")
+        # Only now: a signature recorded before the confirm would turn the retry of a request
+        # that was never queued into an "ignored" replay, and lose it.
+        await record_queued(signature, verdict.message_id)
+        answered(200, started)
+        return 200, _QUEUED
+
     async def handle_webhook() -> Response:
         started = time.perf_counter()
         if deps.is_draining():
@@ -265,39 +423,12 @@ def create_app(deps: WebDeps) -> QuartTrio:
         body = await request.get_data(cache=False, as_text=False)
         assert isinstance(body, bytes)
         g.body_read = True
-        refusal = check_signature(cfg, body, request.headers, time.time())
-        if refusal is not None:
-            answered(401, started)
-            return _error(401, refusal)
-        try:
-            verdict = parse_webhook(body, received_at=time.time())
-        except InvalidInput as exc:
-            answered(400, started)
-            return _error(400, exc.reason)
-        if isinstance(verdict, Ignored):
-            metrics.ignored(verdict.kind)
-            answered(200, started)
-            return _answer(200, {"status": "ignored", "reason": verdict.reason})
-        signature = normalised_signature(request.headers.get(cfg.hmac_header, ""))
-        if await already_queued(signature, verdict.message_id):
-            log.info(
-                "webhook message %s: a replay of a queued request; not queued again",
-                verdict.message_id,
-            )
-            answered(200, started)
-            return Response(_REPLAYED, status=200, content_type=JSON)
-        shard = shard_of(verdict.client_id, deps.shards)
-        try:
-            await deps.publish(shard, encode_queued(verdict))
-        except TransientError as exc:
-            log.warning("webhook message %s not queued: %s", verdict.message_id, exc)
-            answered(503, started)
-            return _error(503, "message broker unavailable; retry later")
-        # Only now: a signature recorded before the confirm would turn the retry of a request
-        # that was never queued into an "ignored" replay, and lose it.
-        await record_queued(signature, verdict.message_id)
-        answered(200, started)
-        return Response(_QUEUED, status=200, content_type=JSON)
+        status, payload = await accept(body, request.headers, started)
+        return Response(payload, status=status, content_type=JSON)
+
+    app.fast_path = partial(
+        fast_webhook, cfg, accept=accept, is_draining=deps.is_draining, answered=answered
+    )
 
     if cfg.path_token:
         token = cfg.path_token

@@ -44,7 +44,7 @@ def test_topology_declares_every_queue_from_one_table() -> None:
     t = Topology("p", 2, delivery_limit=5, wait_tiers=(1, 2), timer_delays=(60,))
     declared = {d.name: d.arguments for d in t.declarations()}
     assert t.declarations()[0].name == t.dlq and t.queue_names()[-1] == t.dlq
-    assert sorted(t.queue_names()) == sorted(declared) and len(declared) == 8
+    assert sorted(t.queue_names()) == sorted(declared) and len(declared) == 10
     assert declared[t.dlq] == {"x-queue-type": "quorum"}
     assert all(args["x-queue-type"] == "quorum" for args in declared.values())
     for queue, target, seconds in (
@@ -56,6 +56,9 @@ def test_topology_declares_every_queue_from_one_table() -> None:
         assert "x-single-active-consumer" not in declared[queue]
     assert declared[t.shard(1)]["x-delivery-limit"] == 5
     assert declared[t.timers]["x-dead-letter-routing-key"] == t.dlq
+    for events in (t.shop_events, t.order_notes):  # order events (docs/orders.md)
+        assert declared[events]["x-dead-letter-routing-key"] == t.dlq
+        assert declared[events]["x-single-active-consumer"] is True
 
 
 async def test_topology_is_declared_under_the_prefix(broker: Broker, config: Config) -> None:
@@ -253,7 +256,7 @@ async def test_delete_queues_removes_the_topology(bridge: AsyncioBridge, config:
         await broker.connect_once()
         assert broker.connected
         names = broker.queue_names()
-        assert len(names) == 5  # one shard, outbox, one wait tier, timers, dlq
+        assert len(names) == 7  # one shard, outbox, one wait tier, timers, 2 order events, dlq
         for name in names:
             assert await broker.queue_depth(name) == 0
         await broker.delete_queues()

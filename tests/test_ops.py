@@ -379,7 +379,9 @@ class _ShardQueues:
         await trio.lowlevel.checkpoint()
 
     @asynccontextmanager
-    async def subscribe(self, queue: str, *, prefetch: int) -> AsyncIterator[Any]:
+    async def subscribe(
+        self, queue: str, *, prefetch: int, arguments: dict[str, Any] | None = None
+    ) -> AsyncIterator[Any]:
         receive = self._queues[queue][1]
         acked = self.acked
 

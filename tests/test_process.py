@@ -220,7 +220,7 @@ async def test_with_rabbitmq_down_at_start_the_webhook_answers_503_not_refused(
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ("DROP TABLE orders, schema_migrations", "no botd schema"),
+        ("DROP TABLE order_events, orders, schema_migrations", "no botd schema"),
         ("INSERT INTO schema_migrations (version, name) VALUES (%s, 'from_the_future')", "newer"),
     ],
 )

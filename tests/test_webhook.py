@@ -1043,3 +1043,46 @@ async def test_text_is_normalised_before_it_reaches_the_dialog_and_the_order(
     assert order["quantity"] == 3
     summary = fake.texts_for(client_id)[-2]
     assert expected in summary
+
+
+async def test_the_common_case_skips_quarts_request_machinery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A well-formed webhook is answered by the ASGI fast path (botd.webapp.fast_webhook); a
+    request it does not take whole (here: no declared length, a chunked body) goes through
+    Quart, with the same answer."""
+    under = make_app()
+    dispatched: list[str] = []
+    real = under.app.full_dispatch_request
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        dispatched.append("quart")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(under.app, "full_dispatch_request", spy)
+    answer = await call(under, body_of())
+    assert (answer.status, answer.json) == (200, {"status": "queued"})
+    assert dispatched == [] and len(under.recorder.published) == 1
+    assert under.metrics.render()[0].count(b'botd_webhook_requests_total{code="200"} 1.0') == 1
+
+    async with serve_app(under) as url:
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream(*_host_port(url))
+            body = body_of()
+            await stream.send_all(
+                f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
+                + body
+                + b"\r\n0\r\n\r\n"
+            )
+            raw = b""
+            while b'"queued"' not in raw:
+                raw += await stream.receive_some(4096)
+            await stream.aclose()
+    assert raw.startswith(b"HTTP/1.1 200") and dispatched == ["quart"]
+    assert len(under.recorder.published) == 2
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host.strip("[]"), int(port)

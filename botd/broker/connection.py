@@ -1,8 +1,10 @@
 """The RabbitMQ connection (aiormq, on the bridged asyncio loop).
 
 One connection per process, kept up by :meth:`Connection.serve` (reconnects with capped backoff
-and re-declares the topology). Publishing goes through one confirm-mode channel shared by every
-caller; each caller waits only for its own confirmation (pipelined confirms, docs/design.md §9).
+and re-declares the topology). With several nodes in ``rabbitmq.url`` it connects to any live one
+and, when the connection is lost, fails over to the next (:mod:`botd.broker.nodes` picks which).
+Publishing goes through one confirm-mode channel shared by every caller; each caller waits only
+for its own confirmation (pipelined confirms, docs/design.md §9).
 Each subscriber gets its own channel with a bounded prefetch; deliveries cross to Trio through a
 memory channel, and ack/nack go back on that channel.
 
@@ -29,11 +31,25 @@ import trio
 from pamqp.commands import Basic
 
 from botd.bridge import AsyncioBridge
+from botd.broker.nodes import Nodes
 from botd.broker.topology import Topology
 from botd.config import RabbitmqConfig
 from botd.errors import PermanentError, TransientError
 
 log = logging.getLogger("botd.broker")
+
+# The TCP and AMQP handshake with one node. A refused connection (node down) fails at once; this
+# bounds a node that accepts but never answers (frozen, or half-partitioned), so the next node
+# gets its turn.
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+# A publish channel that the broker nacks is replaced by a new one, at most this often. A quorum
+# queue's publisher registers with the queue's leader on its channel's first publish (queues with
+# ``x-overflow: reject-publish``, which at-least-once dead-lettering needs). A channel opened just
+# after a node was killed, before its queues elected new leaders, stays registered with the dead
+# leader, and RabbitMQ 3.10 nacks every publish on it until that node returns; a channel opened
+# after the election publishes normally (measured: tests/cluster/test_rabbitmq_failover.py).
+REPLACE_NACKED_CHANNEL_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +125,14 @@ class Connection:
             delivery_limit=config.delivery_limit,
             wait_tiers=wait_tiers,
             timer_delays=timer_delays,
+            quorum_initial_group_size=config.quorum_initial_group_size,
         )
+        self.nodes = Nodes(config.urls)
+        self.node: str | None = None  # the node connected to (``host:port``), None meanwhile
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
+        self._publish_channel_since = 0.0  # asyncio loop time it was opened
+        self._replacing_publish_channel = False
         self._connected = trio.Event()
         self._opened = 0
         self._published = 0
@@ -131,13 +152,20 @@ class Connection:
             self.connected, self._opened, self._published, self._publish_failures
         )
 
-    async def _aio_connect(self) -> None:
-        connection = await aiormq.connect(
+    async def _aio_connect(self, url: str) -> None:
+        opening = aiormq.connect(
             # the pid tells an operator (``rabbitmqctl list_connections client_properties``)
             # which process a connection belongs to
-            self._config.url,
+            url,
             client_properties={"connection_name": f"botd pid {os.getpid()}"},
         )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                connection = await opening
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await opening.connection.close()
+            raise
         try:
             channel = await connection.channel(publisher_confirms=True)
             for queue in self.topology.declarations():
@@ -147,6 +175,7 @@ class Connection:
             raise
         self._connection = connection
         self._publish_channel = channel
+        self._publish_channel_since = asyncio.get_running_loop().time()
 
     async def _aio_close(self) -> None:
         connection, self._connection, self._publish_channel = self._connection, None, None
@@ -161,11 +190,21 @@ class Connection:
         return await connection.channel(publisher_confirms=False)
 
     async def connect_once(self) -> None:
-        """Connect and declare once, without the reconnecting keeper (CLI tools, tests)."""
-        try:
-            await self._bridge.run(self._aio_connect)
-        except Exception as exc:
-            raise translate(exc) from exc
+        """Connect and declare once, without the reconnecting keeper (CLI tools, tests): each
+        node in turn until one takes the connection; the last node's error otherwise."""
+        for _ in self.nodes.urls:
+            node = self.nodes.label
+            try:
+                await self._bridge.run(self._aio_connect, self.nodes.current)
+            except Exception as exc:
+                err = translate(exc)
+                if isinstance(err, PermanentError) or self.nodes.failed():
+                    raise err from exc
+                log.warning("rabbitmq connect to %s failed, trying the next node: %s", node, err)
+                continue
+            break
+        self.nodes.connected()
+        self.node = self.nodes.label
         self._opened += 1
         self._connected.set()
 
@@ -175,26 +214,46 @@ class Connection:
             await self._bridge.run(self._aio_close)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the connection up until cancelled; report started once first connected."""
+        """Keep the connection up until cancelled; report started once first connected.
+
+        Each attempt goes to the next node (:class:`~botd.broker.nodes.Nodes`); the capped
+        backoff applies only once every node has failed in a row, so a lost node is replaced
+        by a live one at once.
+        """
         delay = 0.2
         started = False
         try:
             while True:
+                node = self.nodes.label
                 try:
-                    await self._bridge.run(self._aio_connect)
+                    await self._bridge.run(self._aio_connect, self.nodes.current)
                 except Exception as exc:
                     err = translate(exc)
                     if isinstance(err, PermanentError):
                         raise err from exc
-                    self.last_error = str(err)
+                    self.last_error = f"{node}: {err}"
+                    if not self.nodes.failed():
+                        log.warning(
+                            "rabbitmq connect to %s failed, trying %s: %s",
+                            node,
+                            self.nodes.label,
+                            err,
+                        )
+                        continue
                     log.warning("rabbitmq connect failed, retrying in %.1fs: %s", delay, err)
                     await trio.sleep(delay)
                     delay = min(delay * 2, self._config.reconnect_max_seconds)
                     continue
+                self.nodes.connected()
+                self.node = node
                 self._opened += 1
                 delay = 0.2
                 self._connected.set()
-                log.info("rabbitmq connected (%d shard queues declared)", self.topology.shards)
+                log.info(
+                    "rabbitmq connected to %s (%d shard queues declared)",
+                    node,
+                    self.topology.shards,
+                )
                 if not started:
                     started = True
                     task_status.started()
@@ -202,11 +261,16 @@ class Connection:
                 assert connection is not None
                 await self._bridge.run(_wait_closed, connection.closing)
                 self._connected = trio.Event()
-                self.last_error = "connection lost"
-                log.warning("rabbitmq connection lost; reconnecting")
+                self.node = None
+                self.last_error = f"connection to {node} lost"
+                self.nodes.failed()  # the node that dropped us is tried last
+                log.warning(
+                    "rabbitmq connection lost (%s); reconnecting to %s", node, self.nodes.label
+                )
                 await self._bridge.run(self._aio_close)
         finally:
             self._connected = trio.Event()
+            self.node = None
             await self.aclose()
 
     # ---- publishing -----------------------------------------------------------------------
@@ -227,11 +291,44 @@ class Connection:
                 mandatory=True,
             )
         except Exception as exc:
+            if isinstance(exc, aiormq.exceptions.DeliveryError) and not isinstance(
+                exc,
+                aiormq.exceptions.PublishError,  # returned unroutable: not the channel's fault
+            ):
+                await self._aio_replace_publish_channel(channel)
             raise translate(exc) from exc
         if not isinstance(confirmation, Basic.Ack):
             raise TransientError(
                 f"broker did not confirm the publish ({type(confirmation).__name__})"
             )
+
+    async def _aio_replace_publish_channel(self, nacked: aiormq.abc.AbstractChannel) -> None:
+        """Publish on a new confirm channel from now on, when ``nacked`` is still the publish
+        channel and older than REPLACE_NACKED_CHANNEL_SECONDS (see there for why)."""
+        now = asyncio.get_running_loop().time()
+        connection = self._connection
+        if (
+            self._publish_channel is not nacked
+            or self._replacing_publish_channel
+            or now - self._publish_channel_since < REPLACE_NACKED_CHANNEL_SECONDS
+            or connection is None
+            or connection.is_closed
+        ):
+            return
+        self._replacing_publish_channel = True
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+        except Exception as exc:  # the connection is going: its keeper reconnects
+            log.debug("opening a publish channel: %s", exc)
+            return
+        finally:
+            self._replacing_publish_channel = False
+        if self._publish_channel is not nacked:  # reconnected meanwhile
+            await close_channel(channel)
+            return
+        self._publish_channel, self._publish_channel_since = channel, now
+        log.warning("rabbitmq nacked a publish; publishing on a new channel")
+        await close_channel(nacked)
 
     async def publish(
         self, queue: str, body: bytes, *, timeout: float, headers: dict[str, Any] | None = None
@@ -256,8 +353,11 @@ class Connection:
 
     # ---- consuming ------------------------------------------------------------------------
     @asynccontextmanager
-    async def subscribe(self, queue: str, *, prefetch: int) -> AsyncIterator[Subscription]:
-        """Open a channel consuming ``queue``; deliveries arrive on ``Subscription.receive``."""
+    async def subscribe(
+        self, queue: str, *, prefetch: int, arguments: dict[str, Any] | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Open a channel consuming ``queue`` (consumer ``arguments``, e.g. ``x-priority``);
+        deliveries arrive on ``Subscription.receive``."""
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         token = trio.lowlevel.current_trio_token()
 
@@ -279,7 +379,9 @@ class Connection:
             try:
                 channel = await self._aio_channel()
                 await channel.basic_qos(prefetch_count=prefetch)
-                await channel.basic_consume(queue, on_message, no_ack=False)
+                await channel.basic_consume(
+                    queue, on_message, no_ack=False, arguments=arguments or None
+                )
             except Exception as exc:
                 raise translate(exc) from exc
             channel.closing.add_done_callback(lambda _: token.run_sync_soon(send.close))

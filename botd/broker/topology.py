@@ -51,6 +51,9 @@ class Topology:
     delivery_limit: int = 5  # ``rabbitmq.delivery_limit``: returns before a poison message dies
     wait_tiers: tuple[int, ...] = (1,)  # outbox wait queues, seconds (:func:`wait_tiers`)
     timer_delays: tuple[int, ...] = ()  # timer wait queues, seconds (:func:`timer_delays`)
+    # ``rabbitmq.quorum_initial_group_size``: replicas of a new queue; 0 leaves the argument out
+    # (the broker's default), so queues declared by older versions still redeclare unchanged
+    quorum_initial_group_size: int = 0
 
     def shard(self, index: int) -> str:
         return f"{self.prefix}.shard.{index}"
@@ -95,9 +98,12 @@ class Topology:
         the DLQ, except the wait queues: their queue-level TTL dead-letters each message back
         into the queue they wait for.
         """
+        quorum = dict(QUORUM)
+        if self.quorum_initial_group_size:
+            quorum["x-quorum-initial-group-size"] = self.quorum_initial_group_size
         return (
-            QueueDeclaration(self.dlq, dict(QUORUM)),
-            *(QueueDeclaration(name, {**QUORUM, **args}) for name, args in self._dead_lettering()),
+            QueueDeclaration(self.dlq, quorum),
+            *(QueueDeclaration(name, {**quorum, **args}) for name, args in self._dead_lettering()),
         )
 
     def _dead_lettering(self) -> Iterator[tuple[str, dict[str, Any]]]:

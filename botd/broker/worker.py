@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -52,7 +53,29 @@ class QueueWorker:
         self._on_subscribed = on_subscribed
         self._log = logger
         self._stopping = False
+        self._releasing = False
+        self._release_delay = 0.0
         self._wait_scope: trio.CancelScope | None = None
+        self._subscribe_args: dict[str, Any] = {}
+        self.releases = 0
+
+    def subscribe_with(self, **arguments: Any) -> None:
+        """Consumer arguments for the next subscriptions (e.g. ``x-priority``)."""
+        self._subscribe_args = dict(arguments)
+
+    def release(self, *, delay_seconds: float) -> None:
+        """Give the queue up after the delivery being handled, for ``delay_seconds``, then
+        subscribe again: a consumer waiting on a single-active-consumer queue takes it over
+        meanwhile (botd.home_shards). Unacked prefetched deliveries go back to the queue when
+        the channel closes, ahead of later ones, so the new consumer keeps each customer's order.
+        """
+        if self._stopping or self._releasing:
+            return
+        self._releasing = True
+        self._release_delay = delay_seconds
+        self.releases += 1
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     def stop_taking(self) -> None:
         """Take no more deliveries; the one being handled finishes."""
@@ -74,7 +97,9 @@ class QueueWorker:
             if self._stopping:
                 break
             try:
-                async with self._broker.subscribe(self._queue, prefetch=self._prefetch) as sub:
+                async with self._broker.subscribe(
+                    self._queue, prefetch=self._prefetch, arguments=self._subscribe_args
+                ) as sub:
                     self._subscribed(True)
                     try:
                         backoff = RESUBSCRIBE_BACKOFF_MIN_SECONDS
@@ -83,7 +108,14 @@ class QueueWorker:
                             task_status.started()
                         await self._take(sub)
                     finally:
-                        self._subscribed(False)
+                        if not self._releasing:
+                            self._subscribed(False)
+                if self._releasing and not self._stopping:
+                    # given up on purpose: stay away while the waiting consumer takes over
+                    with trio.CancelScope() as self._wait_scope:
+                        await trio.sleep(self._release_delay)
+                    self._releasing = False
+                    continue
             except TransientError as exc:
                 if self._stopping:
                     break
@@ -95,12 +127,12 @@ class QueueWorker:
 
     async def _take(self, sub: Subscription) -> None:
         """Handle deliveries one at a time until stopped; TransientError when the channel ends."""
-        while not self._stopping:
+        while not self._stopping and not self._releasing:
             delivery: Delivery | None = None
             with trio.CancelScope() as self._wait_scope:
                 delivery = await sub.receive()
             if delivery is None:
-                if self._stopping:
+                if self._stopping or self._releasing:
                     return
                 raise TransientError("channel closed")
             await self._handle(sub, delivery)

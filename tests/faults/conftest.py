@@ -24,18 +24,3 @@ def replies(fake: FakeChat2Desk) -> Replies:
     watcher = Replies()
     fake.on_record = watcher
     return watcher
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long tests (``@pytest.mark.slow``, anywhere under tests/) run only when asked:
-    ``pytest -m slow tests`` (``scripts/chaos pytest``); the multi-node tests
-    (``@pytest.mark.cluster``) only with ``pytest -m cluster tests`` (``scripts/cluster test``).
-    A session-wide hook: it sees every item."""
-    asked = config.getoption("markexpr", "") or ""
-    for marker, how in (("slow", "scripts/chaos pytest"), ("cluster", "scripts/cluster test")):
-        if marker in asked:
-            continue
-        skip = pytest.mark.skip(reason=f"{marker} test: run with `{how}`")
-        for item in items:
-            if marker in item.keywords:
-                item.add_marker(skip)
