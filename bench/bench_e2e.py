@@ -197,6 +197,8 @@ async def main() -> None:
                     "BOTD_RABBITMQ_INSTANCES": str(args.processes),
                     "BOTD_RABBITMQ_INSTANCE": str(n),
                 }
+                if args.processes == 1:
+                    sharing = {}  # the default (and what a botd without sharing knows)
                 procs.append(await start_botd(nursery, config, extra_env={**sharing, **extra}))
             botd = procs[0]
             pids = [p.process.pid for p in procs]

@@ -139,6 +139,9 @@ def kill_primary(replica_behind: float = 0.0) -> tuple[str, float]:
     finally:
         if replica_behind:
             replica.config_set("masterauth", "")
+            # Sentinel rewrote the promoted node's config file with the wrong masterauth in it:
+            # write the file again, or that node, restarted later, cannot reach the primary
+            replica.config_rewrite()
         replica.close()
     return node, at
 
