@@ -86,6 +86,7 @@ async def test_echoes_of_every_reply_never_silence_the_bot(
     client = 6103
     fake.echo_to(f"{running.url}/webhook/chat2desk", before_answer=True)
     fake.set_accept_slowly(1.0)
+
     def replies() -> list[dict[str, Any]]:  # the order's internal note is no reply
         return [m for m in fake.stored_messages(client) if m["type"] != "comment"]
 
