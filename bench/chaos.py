@@ -386,7 +386,11 @@ async def run_chaos(
     for c in traffic.customers.values():
         report.dialogs_started += started.get(c.cid, 0)
         report.messages += c.sent
-        delivered = [(str(m["text"]), m["external_id"]) for m in fake.stored_messages(c.cid)]
+        delivered = [
+            (str(m["text"]), m["external_id"])
+            for m in fake.stored_messages(c.cid)
+            if m["type"] != "comment"  # the order's internal note (docs/orders.md) is no reply
+        ]
         audit = audit_replies(delivered, c.blocks)
         report.resent_blocks += audit.resent_blocks
         if audit.violation is not None:

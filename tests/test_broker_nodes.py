@@ -201,12 +201,15 @@ async def test_serve_fails_over_to_the_next_node_and_logs_which(
 
 
 async def _drop_connection(bridge: AsyncioBridge, broker: Broker) -> None:
-    """Close the broker's connection under it, as a node that goes away would."""
+    """Close the broker's connection under it, as a node that goes away would, and wait until
+    the keeper has opened the next one (it may be connected again between two looks at
+    ``connected``: the next node answers at once)."""
     connection = broker._connection
     assert connection is not None
+    opened = broker.statistics().connections_opened
     await bridge.run(connection.close)
     with trio.fail_after(10):
-        while broker.connected:
+        while broker.statistics().connections_opened == opened or not broker.connected:
             await trio.sleep(0.01)
 
 
