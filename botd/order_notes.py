@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 
 from botd.broker import Broker
-from botd.chat_api import Sender
+from botd.chat_api import Sender, Sent
 from botd.config import Config
 from botd.errors import AuthRejected, PermanentError, TransientError
 from botd.order_events import NOTE_KIND, EventDestination, OrderEvent, Rejected
@@ -101,20 +101,25 @@ class OrderNotes(EventDestination):
 
     async def deliver(self, event: OrderEvent, *, unsure: bool) -> bool:
         if self._tag_id is None or event.type != PLACED:
-            try:
-                await self._sender.send_once(
-                    event.order.client_id,
-                    note_text(event, self._locale),
-                    external_id=note_external_id(event.id),
-                    unsure=unsure,
-                    message_type=NOTE_TYPE,
-                )
-            except PermanentError as exc:
-                raise Rejected(str(exc)) from exc
+            await self._send_note(event, unsure=unsure)
             return True
         request_id = await self._note_once(event, unsure=unsure)
         await self._tag(event, self._tag_id, request_id)
         return True
+
+    async def _send_note(self, event: OrderEvent, *, unsure: bool) -> Sent:
+        """One attempt at the note (looked up first when ``unsure``); Rejected when Chat2Desk
+        refuses it for good."""
+        try:
+            return await self._sender.send_once_sent(
+                event.order.client_id,
+                note_text(event, self._locale),
+                external_id=note_external_id(event.id),
+                unsure=unsure,
+                message_type=NOTE_TYPE,
+            )
+        except PermanentError as exc:
+            raise Rejected(str(exc)) from exc
 
     async def _note_once(self, event: OrderEvent, *, unsure: bool) -> int | None:
         """Send the note unless an earlier attempt did; the request id of its answer (None:
@@ -127,16 +132,7 @@ class OrderNotes(EventDestination):
         except TransientError as exc:  # cannot tell: look the note up before sending it
             log.warning("order event %s: note marker unreadable (%s)", event.id, exc)
             unsure = True
-        try:
-            sent = await self._sender.send_once_sent(
-                event.order.client_id,
-                note_text(event, self._locale),
-                external_id=note_external_id(event.id),
-                unsure=unsure,
-                message_type=NOTE_TYPE,
-            )
-        except PermanentError as exc:
-            raise Rejected(str(exc)) from exc
+        sent = await self._send_note(event, unsure=unsure)
         self._noted = (event.id, sent.request_id)
         try:
             await self._store.mark_event_done(NOTE_SENT, event.id)

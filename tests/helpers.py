@@ -5,12 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
 import psycopg
+import trio
 
+from botd import daemon
 from botd.config import Config
 from botd.testing.process import config_env
 
@@ -97,3 +101,41 @@ HAPPY_PATH = (
     "3",
     "да",
 )
+
+
+@asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[daemon.Running]:
+    """The whole daemon in-process (port 0) with ``config``; stopped and its queues deleted
+    afterwards (the ``running`` fixture, for a test that needs its own configuration)."""
+    from tests.conftest import delete_queues
+
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        handle: daemon.Running = await nursery.start(partial(daemon.serve, config, stop=stop))
+        yield handle
+        stop.set()
+    await delete_queues(config)
+
+
+async def say_and_wait(
+    http: httpx.AsyncClient, running: daemon.Running, text: str, *, client: int
+) -> None:
+    """Post one customer message and wait until the daemon has handled it."""
+    handled = running.consumers.handled
+    response = await post_webhook(http, running.url, inbox_payload(client, text))
+    assert response.status_code == 200, response.text
+    with trio.fail_after(10):
+        await running.consumers.wait_handled(handled + 1)
+
+
+async def complete_order(http: httpx.AsyncClient, running: daemon.Running, *, client: int) -> None:
+    """The happy path, turn by turn: one order placed."""
+    for text in HAPPY_PATH:
+        await say_and_wait(http, running, text, client=client)
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 15) -> None:
+    """Poll a condition the test cannot be woken by (a row in PostgreSQL, a counter)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)

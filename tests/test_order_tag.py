@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import httpx
 import pytest
-import trio
 
 from botd import daemon
 from botd.chat_api import ChatApi, Sender, Sent, open_chat_api
@@ -28,41 +27,18 @@ from botd.order_events import Change, OrderEvent, OrderPayload
 from botd.order_notes import NOTE_SENT, NOTE_TYPE, OrderNotes, note_external_id, note_text
 from botd.ratelimit import TokenBucket
 from botd.testing.fake_chat2desk import FakeChat2Desk, RecordedRequest
-from tests.conftest import delete_queues
-from tests.helpers import HAPPY_PATH, inbox_payload, post_webhook
+from tests.helpers import (
+    complete_order,
+    running_daemon,
+    say_and_wait,
+    wait_until,
+)
 
 CLIENT = 17_555_002
+
+say = partial(say_and_wait, client=CLIENT)
+order_one = partial(complete_order, client=CLIENT)
 TAG = 7
-
-
-@asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[daemon.Running]:
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        handle: daemon.Running = await nursery.start(partial(daemon.serve, config, stop=stop))
-        yield handle
-        stop.set()
-    await delete_queues(config)
-
-
-async def say(http: httpx.AsyncClient, running: daemon.Running, text: str) -> None:
-    handled = running.consumers.handled
-    response = await post_webhook(http, running.url, inbox_payload(CLIENT, text))
-    assert response.status_code == 200, response.text
-    with trio.fail_after(10):
-        await running.consumers.wait_handled(handled + 1)
-
-
-async def order_one(http: httpx.AsyncClient, running: daemon.Running) -> None:
-    for text in HAPPY_PATH:
-        await say(http, running, text)
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 15) -> None:
-    """Poll a condition the test cannot be woken by (a counter of the running daemon)."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
 
 
 async def notes_handled(running: daemon.Running, n: int) -> None:

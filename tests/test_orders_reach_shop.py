@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -28,18 +27,26 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from botd import daemon
 from botd.config import Config
 from botd.order_lifecycle import move
 from botd.order_notes import note_external_id
 from botd.shop_webhook import sign, verify
 from botd.testing.fake_chat2desk import FakeChat2Desk
 from botd.testing.fake_shop import FakeShop, open_fake_shop
-from tests.conftest import delete_queues
-from tests.helpers import HAPPY_PATH, inbox_payload, orders, post_webhook, subprocess_env
+from tests.helpers import (
+    complete_order,
+    orders,
+    running_daemon,
+    say_and_wait,
+    subprocess_env,
+    wait_until,
+)
 
 SECRET = "shop-secret-for-tests-0123456789"
 CLIENT = 17_555_001
+
+say = partial(say_and_wait, client=CLIENT)
+order_one = partial(complete_order, client=CLIENT)
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -49,16 +56,6 @@ async def shop() -> AsyncIterator[FakeShop]:
         yield shop
 
 
-@asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[daemon.Running]:
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        handle: daemon.Running = await nursery.start(partial(daemon.serve, config, stop=stop))
-        yield handle
-        stop.set()
-    await delete_queues(config)
-
-
 def shop_config(make_config: Callable[..., Config], shop: FakeShop, **more: str) -> Config:
     return make_config(
         shop_webhook_url=shop.url,
@@ -66,26 +63,6 @@ def shop_config(make_config: Callable[..., Config], shop: FakeShop, **more: str)
         shop_webhook_max_backoff_seconds="1",
         **more,
     )
-
-
-async def say(http: httpx.AsyncClient, running: daemon.Running, text: str) -> None:
-    handled = running.consumers.handled
-    response = await post_webhook(http, running.url, inbox_payload(CLIENT, text))
-    assert response.status_code == 200, response.text
-    with trio.fail_after(10):
-        await running.consumers.wait_handled(handled + 1)
-
-
-async def order_one(http: httpx.AsyncClient, running: daemon.Running) -> None:
-    for text in HAPPY_PATH:
-        await say(http, running, text)
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 15) -> None:
-    """Poll a condition the test cannot be woken by (a row in PostgreSQL, a counter)."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
 
 
 async def wait_notes(fake: FakeChat2Desk, n: int) -> list[dict[str, Any]]:
