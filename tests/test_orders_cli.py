@@ -413,10 +413,14 @@ def test_export_streams_through_a_cursor_and_is_fine_piped_into_head(migrated_ds
         assert botd.stdout is not None and botd.stderr is not None
         # Nobody reads yet, so botd blocks writing its first batch, with the cursor open in the
         # database: the rows come a batch at a time, they were not all fetched into memory.
+        # (the DECLARE comes first and may be seen on the way: wait for the FETCH to settle)
+        fetch = ['FETCH FORWARD 2000 FROM "botd_orders_export"']
         deadline = time.monotonic() + 10
-        while not (last := fetching(migrated_dsn, application)) and time.monotonic() < deadline:
+        while (last := fetching(migrated_dsn, application)) != fetch:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.05)
-        assert last == ['FETCH FORWARD 2000 FROM "botd_orders_export"']
+        assert last == fetch
         with subprocess.Popen(
             ["head", "-n", "3"], stdin=botd.stdout, stdout=subprocess.PIPE
         ) as head:
