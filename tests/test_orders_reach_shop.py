@@ -27,6 +27,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from botd import daemon
 from botd.config import Config
 from botd.order_lifecycle import move
 from botd.order_notes import note_external_id
@@ -63,6 +64,17 @@ def shop_config(make_config: Callable[..., Config], shop: FakeShop, **more: str)
         shop_webhook_max_backoff_seconds="1",
         **more,
     )
+
+
+async def placed_and_sent(
+    http: httpx.AsyncClient, running: daemon.Running, shop: FakeShop, dsn: str
+) -> dict[str, Any]:
+    """One order through the dialog, its event taken by the shop; the order's row."""
+    await order_one(http, running)
+    with trio.fail_after(15):
+        await shop.wait_accepted(1)
+    (order,) = orders(dsn)
+    return order
 
 
 async def wait_notes(fake: FakeChat2Desk, n: int) -> list[dict[str, Any]]:
@@ -169,10 +181,7 @@ async def test_the_shops_status_change_reaches_the_shop(
 ) -> None:
     config = shop_config(make_config, shop)
     async with running_daemon(config) as running, httpx.AsyncClient() as http:
-        await order_one(http, running)
-        with trio.fail_after(15):
-            await shop.wait_accepted(1)
-        (order,) = orders(config.postgres.dsn)
+        order = await placed_and_sent(http, running, shop, config.postgres.dsn)
         with psycopg.connect(config.postgres.dsn) as conn:
             move(conn, order["id"], "confirmed", actor="shop:anna", note="звонила клиенту")
         with trio.fail_after(15):  # made by another process: the relay's poll finds it
@@ -320,10 +329,7 @@ async def test_the_customer_hears_when_the_shop_sends_or_cancels_the_order(
 ) -> None:
     config = shop_config(make_config, shop)
     async with running_daemon(config) as running, httpx.AsyncClient() as http:
-        await order_one(http, running)
-        with trio.fail_after(15):
-            await shop.wait_accepted(1)
-        (order,) = orders(config.postgres.dsn)
+        order = await placed_and_sent(http, running, shop, config.postgres.dsn)
         before = len(fake.texts_for(CLIENT))
         with psycopg.connect(config.postgres.dsn) as conn:
             move(conn, order["id"], "confirmed", actor="shop:anna", note=None)

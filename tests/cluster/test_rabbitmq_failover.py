@@ -206,6 +206,18 @@ async def test_a_lost_rabbitmq_node_loses_and_doubles_nothing(
     prefix = config.rabbitmq.queue_prefix
     faults: list[Fault] = []
     down: set[str] = set()
+
+    async def outage(what: str, node: str, leaders: dict[str, str]) -> None:
+        """kill -9 ``node`` under the load, keep it down DOWN_SECONDS, start it, settle."""
+        fault = Fault(what, node, await _kill(node))
+        down.add(node)
+        fault.leaders_lost = sorted(q for q, leader in leaders.items() if leader == node)
+        faults.append(fault)
+        await trio.sleep(DOWN_SECONDS)  # the outage lasts this long (not a synchronisation)
+        fault.restarted_at = await _start(node)
+        down.discard(node)
+        await trio.sleep(SETTLE_SECONDS)
+
     try:
         async with botds(config) as group, httpx.AsyncClient() as http:
             proc = await group.start()
@@ -222,14 +234,7 @@ async def test_a_lost_rabbitmq_node_loses_and_doubles_nothing(
 
                 # 1. the node holding botd's connection and leading its queues
                 leaders = await trio.to_thread.run_sync(_leaders, prefix, first)
-                fault = Fault("connection's node", first, await _kill(first))
-                down.add(first)
-                fault.leaders_lost = sorted(q for q, node in leaders.items() if node == first)
-                faults.append(fault)
-                await trio.sleep(DOWN_SECONDS)
-                fault.restarted_at = await _start(first)
-                down.discard(first)
-                await trio.sleep(SETTLE_SECONDS)
+                await outage("connection's node", first, leaders)
 
                 # 2. a node leading shard queues, not holding the connection
                 now_on = _connected_node(proc)
@@ -243,14 +248,7 @@ async def test_a_lost_rabbitmq_node_loses_and_doubles_nothing(
                     if shard_leaders
                     else next(n for n in PORTS if n != now_on)
                 )
-                fault = Fault("a queue leader", victim, await _kill(victim))
-                down.add(victim)
-                fault.leaders_lost = sorted(q for q, node in leaders.items() if node == victim)
-                faults.append(fault)
-                await trio.sleep(DOWN_SECONDS)
-                fault.restarted_at = await _start(victim)
-                down.discard(victim)
-                await trio.sleep(SETTLE_SECONDS)
+                await outage("a queue leader", victim, leaders)
                 traffic.stop = True  # every customer finishes the dialog it is in
             assert proc.process.returncode is None, "\n".join(proc.lines[-30:])
             connections = [m[0] for line in proc.lines if (m := CONNECTED.search(line))]
