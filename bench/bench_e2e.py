@@ -31,7 +31,14 @@ import httpx
 import psycopg
 import trio
 
-from bench.common import bench_config, cpu_seconds, median, pct, peak_rss_mb
+from bench.common import (
+    bench_config,
+    cpu_seconds,
+    median,
+    pct,
+    peak_rss_mb,
+    system_cpu_seconds,
+)
 from botd import home_shards
 from botd.testing.fake_chat2desk import RecordedRequest, open_fake_chat2desk
 from botd.testing.process import start_botd
@@ -57,6 +64,18 @@ class Watcher:
     async def wait(self, cid: str, n: int) -> None:
         while self.count[cid] < n:
             await self.changed[cid].wait()
+
+
+async def crossings(urls: list[str]) -> int:
+    """Bridge crossings so far, summed over the processes (``botd_bridge_crossings``)."""
+    total = 0
+    async with httpx.AsyncClient() as http:
+        for url in urls:
+            text = (await http.get(f"{url}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("botd_bridge_crossings_total "):
+                    total += int(float(line.split()[1]))
+    return total
 
 
 async def run_mode(
@@ -216,16 +235,20 @@ async def main() -> None:
                 if args.profile and mode == "paced":
                     spy = subprocess.Popen(
                         ["py-spy", "record", "--pid", str(botd.process.pid), "--format", "raw",
-                         "--rate", "250", "--threads", "--output", args.profile, "--nonblocking"],
+                         "--rate", "250", "--threads", "--gil", "--output", args.profile, "--nonblocking"],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     await trio.sleep(1.0)  # py-spy attaches
+                cross0 = await crossings(urls)
                 cpu0, own0 = sum(map(cpu_seconds, pids)), cpu_seconds(os.getpid())
+                sys0 = sum(map(system_cpu_seconds, pids))
                 elapsed, lat, messages = await run_mode(
                     mode, urls, watcher, customers, dialogs, ids, concurrency
                 )
                 cpu = sum(map(cpu_seconds, pids)) - cpu0
+                kernel = sum(map(system_cpu_seconds, pids)) - sys0
+                crossed = await crossings(urls) - cross0
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
@@ -238,9 +261,11 @@ async def main() -> None:
                 if lat:
                     line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
                 line += (
-                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg ({cpu / elapsed:.0%} of a core"
+                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg (system {kernel / messages * 1000:.2f})"
+                    f" ({cpu / elapsed:.0%} of a core"
                     f"{f' over {len(pids)} processes' if len(pids) > 1 else ''})"
                     f", load generator + fake {own / messages * 1000:.2f} ms/msg"
+                    f"; {crossed / messages:.1f} bridge crossings/msg"
                 )
                 print(line, flush=True)
             expected, found, wrong = audit(config.postgres.dsn, list(done), done)

@@ -5,7 +5,7 @@ rounds alternate (noop, botd, noop, botd, …) and the medians and their ratio a
 botd's peak memory. botd runs for real: every 200 is a publisher-confirmed persistent message,
 and its consumers process them (replies go to a fake Chat2Desk process) while wrk runs.
 
-    python bench/bench_webhook.py [--rounds 3] [--seconds 10] [--connections 32]
+    python -m bench.bench_webhook [--rounds 3] [--seconds 10] [--connections 32]
 """
 
 from __future__ import annotations

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
+from typing import Any, TypeVar
 
 import trio
 
@@ -57,6 +58,9 @@ from botd.send_guard import Fence, SendGuards
 log = logging.getLogger("botd.consumer")
 
 MAX_CONFLICT_RETRIES = 5
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
 
 
 TRANSIENT_BACKOFF_MAX = 5.0
@@ -100,6 +104,23 @@ class Executed:
 
 
 TIMER_KINDS = frozenset({MessageKind.REMINDER, MessageKind.EXPIRE})
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What :meth:`Processor._step` came to: the outcome, and the replies still to send
+    (``deliver``; None: nothing to send)."""
+
+    outcome: Outcome
+    deliver: tuple[str, ...] | None = None
+    behind_outbox: bool = False  # earlier replies to this customer wait in the outbox
+    resend: bool = False  # committed before: some of the replies may have gone out
+    executed: Executed | None = None  # for the observer, once the replies are sent
+
+
+async def run_here(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """The default ``offload``: run the step in the caller's task."""
+    return await fn(*args)
 
 
 def to_turn(msg: QueuedMessage) -> dialog.Turn:
@@ -183,7 +204,11 @@ class Processor:
         timers: ports.Timers | None = None,
         observer: Callable[[Executed], None] | None = None,
         guards: SendGuards | None = None,
+        offload: Offload = run_here,
     ) -> None:
+        """``offload`` runs the step's round trips (the daemon: ``AsyncioBridge.run``, one
+        crossing to the loop for all of them; the adapters call the loop directly there)."""
+        self._offload = offload
         self._guards = guards or SendGuards(store)
         self._timers = timers
         self._store = store
@@ -195,10 +220,58 @@ class Processor:
         self._observer = observer
         self.stats = ConsumerStatistics()
 
-    async def process(self, msg: QueuedMessage, *, fence: Fence | None = None) -> Outcome:
+    async def process(
+        self,
+        msg: QueuedMessage,
+        *,
+        fence: Fence | None = None,
+        ack: Callable[[], Awaitable[None]] | None = None,
+    ) -> Outcome:
         """Process ``msg`` and say what it came to. Raises on failure; :class:`DeliveryLost`
         when ``fence()`` says the delivery is no longer ours before a send (nothing is sent:
-        the broker's redelivery will)."""
+        the broker's redelivery will). With ``ack``, the delivery is acked here once done (a
+        step with nothing to send acks at its end, else after its replies are marked sent).
+
+        The step (load, dialog, timer, order, commit) runs through ``offload`` — in the daemon
+        one crossing to the asyncio loop for all its round trips; the replies are then sent from
+        here, where the rate limiter and the send guard live, and marking them sent and the ack
+        are one more crossing."""
+        step: Step = await self._offload(self._step, msg, ack)
+        if step.deliver is None:
+            return step.outcome
+        await self._deliver(msg, step.deliver, step.behind_outbox, fence, ack, resend=step.resend)
+        if step.outcome is Outcome.RESENT:
+            self.stats.replies_resent += 1
+            return Outcome.RESENT
+        self.stats.processed += 1
+        if self._observer is not None and step.executed is not None:
+            self._observer(step.executed)
+        return step.outcome
+
+    async def _step(self, msg: QueuedMessage, ack: Callable[[], Awaitable[None]] | None) -> Step:
+        """Everything up to the replies' sending: what it came to, and what to send; with
+        nothing to send, the ack too."""
+        step = await self._decide(msg)
+        if step.deliver is None and ack is not None:
+            crash_point("before_ack")
+            await ack()
+        return step
+
+    async def _finish(
+        self,
+        message_id: str,
+        own_ids: tuple[str, ...],
+        lease: ports.SendLease,
+        ack: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        """The replies went out (or are parked): mark them sent, give the lease back, ack."""
+        await self._store.mark_sent(message_id, own_ids, lease=lease)
+        if ack is not None:
+            crash_point("before_ack")
+            await ack()
+
+    async def _decide(self, msg: QueuedMessage) -> Step:
+        """Load, run the dialog, schedule its timer, place or cancel its order and commit."""
         event = to_event(msg)
         ids = {"message_id": msg.message_id, "client_id": msg.client_id}
         echo_digest = None
@@ -209,16 +282,17 @@ class Processor:
             crash_point("after_dedupe_check")
             if isinstance(event, dialog.OperatorMessage) and self._own_echo(msg, loaded):
                 self.stats.own_echoes += 1
-                return Outcome.OWN_ECHO
+                return Step(Outcome.OWN_ECHO)
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
-                    return Outcome.DUPLICATE
-                await self._deliver(
-                    msg, loaded.marker.replies, loaded.outbox_pending > 0, fence, resend=True
+                    return Step(Outcome.DUPLICATE)
+                return Step(
+                    Outcome.RESENT,
+                    deliver=loaded.marker.replies,
+                    behind_outbox=loaded.outbox_pending > 0,
+                    resend=True,
                 )
-                self.stats.replies_resent += 1
-                return Outcome.RESENT
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
             transition = None
             now = self._clock()
@@ -235,7 +309,7 @@ class Processor:
                         extra=ids,
                     )
                 self.stats.stale_timers += 1
-                return Outcome.STALE_TIMER
+                return Step(Outcome.STALE_TIMER)
             if transition.handoff_started:
                 log.info(
                     "a human operator took over client %s; the bot stays silent",
@@ -270,6 +344,9 @@ class Processor:
                 state=dialog.dump_state(transition.state),
                 replies=replies,
                 now=self._clock(),
+                # the replies go out next: their first send finds the lease taken
+                lease=self._guards.lease(msg.client_id) if replies else None,
+                lease_seconds=self._guards.lease_seconds,
             )
             crash_point("after_state_commit")
             if result is CommitResult.CONFLICT:
@@ -285,11 +362,12 @@ class Processor:
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
             if (gave_up := abandoned_at(state, event, transition, now, self._settings)) is not None:
                 self.stats.abandoned[gave_up] = self.stats.abandoned.get(gave_up, 0) + 1
-            await self._deliver(msg, replies, loaded.outbox_pending > 0, fence)
-            self.stats.processed += 1
-            if self._observer is not None:
-                self._observer(Executed(msg, transition, replies, order_id, cancelled))
-            return Outcome.PROCESSED
+            return Step(
+                Outcome.PROCESSED,
+                deliver=replies,
+                behind_outbox=loaded.outbox_pending > 0,
+                executed=Executed(msg, transition, replies, order_id, cancelled),
+            )
         raise TransientError(f"dialog of client {msg.client_id} kept changing under us")
 
     async def _place(self, msg: QueuedMessage, draft: dialog.OrderDraft) -> int:
@@ -334,6 +412,7 @@ class Processor:
         texts: tuple[str, ...],
         behind_outbox: bool,
         fence: Fence | None,
+        ack: Callable[[], Awaitable[None]] | None,
         *,
         resend: bool = False,
     ) -> None:
@@ -404,7 +483,7 @@ class Processor:
                     )
                     break
             crash_point("after_send")
-            await self._store.mark_sent(msg.message_id, tuple(own_ids), lease=lease)
+            await self._offload(self._finish, msg.message_id, tuple(own_ids), lease, ack)
         except BaseException:
             await self._guards.release(lease)
             raise
@@ -528,7 +607,9 @@ class ShardConsumers:
         try:
             while True:
                 try:
-                    outcome = await self._processor.process(msg, fence=sub.is_open)
+                    outcome = await self._processor.process(
+                        msg, fence=sub.is_open, ack=partial(sub.ack, delivery)
+                    )
                     break
                 except DeliveryLost as exc:
                     log.warning("shard %d message %s: %s", shard, msg.message_id, exc, extra=ids)
@@ -569,8 +650,6 @@ class ShardConsumers:
                     )
                     await sub.nack(delivery, requeue=True)
                     return
-            crash_point("before_ack")
-            await sub.ack(delivery)
         finally:
             stats.in_flight -= 1
             stats.processing_seconds_total += time.perf_counter() - started

@@ -201,6 +201,7 @@ class Components:
     """The built daemon, not yet running; :func:`serve` starts the parts that have ``serve``."""
 
     config: Config
+    bridge: AsyncioBridge
     broker: Broker
     store: StateStore
     orders: OrderStore
@@ -231,6 +232,7 @@ class Components:
             "depths": {"outbox": snap.outbox_depth, "dlq": snap.dlq_depth},
             "relay": self.relay.stats,
             "gc": gc_tuning.statistics(),
+            "bridge_crossings": self.bridge.calls,
             "destinations": {"note": self.notes.stats}
             | ({} if self.shop is None else {"shop": self.shop.stats}),
         }
@@ -294,6 +296,7 @@ def build(
         settings=settings_of(config),
         timers=timers,
         guards=guards,
+        offload=bridge.run,  # the step's round trips in one crossing (docs/design.md §5)
     )
     mq = config.rabbitmq
     instance = resolve_instance(mq.instance, mq.instances)
@@ -334,6 +337,7 @@ def build(
     app = _web_app(config, broker, store, health, metrics)
     parts = Components(
         config=config,
+        bridge=bridge,
         broker=broker,
         store=store,
         orders=orders,

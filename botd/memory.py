@@ -155,6 +155,8 @@ class MemoryStateStore:
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
         now: float | None = None,
+        lease: SendLease | None = None,
+        lease_seconds: float = 0.0,
     ) -> CommitResult:
         if now is not None:
             await self.record_sending(client_id, replies, now)

@@ -145,6 +145,11 @@ class _SnapshotCollector(Collector):
         )
         yield from _order_event_metrics(s)
         yield from _gc_metrics(s)
+        yield CounterMetricFamily(
+            "botd_bridge_crossings",
+            "Calls from Trio to the asyncio loop, each a round trip between the two threads",
+            value=s.get("bridge_crossings", 0),
+        )
         depth = GaugeMetricFamily(
             "botd_queue_depth", "Messages waiting, by queue", labels=["queue"]
         )

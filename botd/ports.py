@@ -96,10 +96,14 @@ class StateStore(Protocol):
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
         now: float | None = None,
+        lease: SendLease | None = None,
+        lease_seconds: float = 0.0,
     ) -> CommitResult:
         """Store state, bump the version and write the marker with its replies — all or nothing,
         and only if the version is still ``expected_version`` and the message is not marked.
-        With ``now``, also :meth:`record_sending` the replies (in the same round trip)."""
+        With ``now``, also :meth:`record_sending` the replies (in the same round trip). With
+        ``lease``, a committed step also takes the customer's send lease for ``lease_seconds``
+        if nobody else holds it (the first :meth:`take_send_lease` after it is then free)."""
         ...
 
     async def mark_sent(

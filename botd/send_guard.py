@@ -71,6 +71,10 @@ class SendGuards:
         self._lease_seconds = lease_seconds
         self.holder = holder or f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_seconds
+
     def lease(self, client_id: str) -> ports.SendLease:
         return ports.SendLease(client_id, self.holder)
 

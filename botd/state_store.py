@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,9 +40,18 @@ __all__ = ["CommitResult", "Loaded", "Marker", "StateStore", "open_state_store"]
 
 log = logging.getLogger("botd.state")
 
-# KEYS: dialog, marker, version. The version is the larger of the dialog's and the ``version:``
-# key's, which outlives the dialog: a customer's versions never repeat (timer ids carry them).
+# KEYS: dialog, marker, version, said, send lease. The version is the larger of the dialog's and
+# the ``version:`` key's, which outlives the dialog: a customer's versions never repeat (timer ids
+# carry them). ARGV[7..10]: ``now`` ("" for none) and the ``said:`` TTL, the lease holder ("" for
+# none) and its TTL in ms; ARGV[11..]: the replies' digests. The digests go to ``said:`` first,
+# whatever the script answers (see StateStore.commit). A committed step takes the customer's send
+# lease when it is free or already its own (answer 2; 1 without it), so the first send of its
+# replies needs no round trip of its own for the lease.
 _COMMIT = """
+if ARGV[7] ~= '' and #ARGV > 10 then
+  for i = 11, #ARGV do redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
+  redis.call('EXPIRE', KEYS[4], ARGV[8])
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local v = math.max(tonumber(redis.call('HGET', KEYS[1], 'v') or '0'),
                    tonumber(redis.call('GET', KEYS[3]) or '0'))
@@ -51,6 +61,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[3], v + 1, 'EX', ARGV[6])
 redis.call('HSET', KEYS[2], 'r', ARGV[4], 'sent', '0')
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[9] ~= '' then
+  local holder = redis.call('GET', KEYS[5])
+  if holder == false or holder == ARGV[9] then
+    redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+    return 2
+  end
+end
 return 1
 """
 
@@ -75,6 +92,11 @@ local left = redis.call('PTTL', KEYS[1])
 if left < 1 then left = 1 end
 return {left, holder}
 """
+
+# A send lease taken or renewed this recently is not renewed again before a call: it still has
+# its TTL less this, which covers the call (the guards' TTL is the call's timeout + 2 s).
+LEASE_FRESH_SECONDS = 1.0
+_LEASES_REMEMBERED = 4096  # past this many, expired entries are dropped before a new one
 
 _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -206,6 +228,8 @@ class StateStore:
         self._client: aioredis.Redis | None = None
         self._commit: Any = None
         self._mark_sent: Any = None
+        # send leases this process holds: (client, holder) → until when (time.monotonic())
+        self._leases: dict[tuple[str, str], float] = {}
 
     def dialog_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}dialog:{client_id}"
@@ -297,12 +321,17 @@ class StateStore:
         state: dict[str, Any] | None,
         replies: tuple[str, ...],
         now: float | None = None,
+        lease: SendLease | None = None,
+        lease_seconds: float = 0.0,
     ) -> CommitResult:
-        """Atomically store the new state and the marker with its replies (see module doc).
-        With ``now``, the replies' digests go to ``said:`` in the same round trip (before the
-        script, whatever it answers: a step that loses the race is run again and says the same
-        or other texts, and an entry only ever makes an echo count as botd's own)."""
+        """Atomically store the new state and the marker with its replies (see module doc), in
+        one script call. With ``now``, the replies' digests go to ``said:`` in the same script,
+        before its checks, whatever it answers (a step that loses the race is run again and
+        says the same or other texts, and an entry only ever makes an echo count as botd's own).
+        With ``lease``, a committed step also takes the customer's send lease for
+        ``lease_seconds`` when nobody else holds it (:meth:`take_send_lease` then knows it)."""
         state_json = json.dumps(state, ensure_ascii=False, separators=(",", ":")) if state else ""
+        digests = [text_digest(t) for t in replies] if now is not None else []
         args = [
             expected_version,
             state_json,
@@ -310,24 +339,25 @@ class StateStore:
             json.dumps(list(replies), ensure_ascii=False),
             self._config.dedupe_ttl_seconds,
             version_ttl_seconds(self._state_ttl, self._config.dedupe_ttl_seconds),
+            "" if now is None else repr(now),
+            OWN_ECHO_WINDOW_SECONDS,
+            lease.holder if lease is not None else "",
+            max(1, int(lease_seconds * 1000)),
+            *digests,
         ]
-
         keys = [
             self.dialog_key(client_id),
             self.marker_key(message_id),
             self.version_key(client_id),
+            self.said_key(client_id),
+            self.lease_key(client_id),
         ]
-
-        async def commit() -> int:
-            if now is None or not replies:
-                return int(await self._commit(keys=keys, args=args))
-            async with self._c().pipeline(transaction=False) as pipe:
-                self._said(pipe, client_id, replies, now)
-                await self._commit(keys=keys, args=args, client=pipe)
-                *_, result = await pipe.execute()
-            return int(result)
-
-        return CommitResult(await self._run(commit))
+        started = time.monotonic()
+        answer = int(await self._run(self._commit, keys, args))
+        if answer == 2 and lease is not None:
+            self._held(lease, started + lease_seconds)
+            return CommitResult.COMMITTED
+        return CommitResult(answer)
 
     def said_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}said:{client_id}"
@@ -365,6 +395,8 @@ class StateStore:
             *(self.own_key(i) for i in own_ids if i),
         ]
         args = [self._config.dedupe_ttl_seconds, lease.holder if lease else ""]
+        if lease is not None:
+            self._leases.pop((lease.client_id, lease.holder), None)
 
         async def mark() -> None:
             await self._mark_sent(keys=keys, args=args)
@@ -374,21 +406,41 @@ class StateStore:
     def lease_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}sending:{client_id}"
 
+    def _held(self, lease: SendLease, until: float) -> None:
+        """Remember that ``lease`` is ours until ``until`` (``time.monotonic()``; measured from
+        before the request that took it, so Redis keeps it at least that long)."""
+        held = self._leases
+        if len(held) >= _LEASES_REMEMBERED:
+            now = time.monotonic()
+            for key in [k for k, t in held.items() if t <= now]:
+                del held[key]
+        held[(lease.client_id, lease.holder)] = until
+
     async def take_send_lease(self, lease: SendLease, ttl_seconds: float) -> tuple[float, str]:
         """Take or renew the customer's send lease for ``ttl_seconds``: ``(0.0, holder)`` when
-        ``lease`` holds it now, else the seconds another holder's lease still has, and who."""
+        ``lease`` holds it now, else the seconds another holder's lease still has, and who.
+
+        A lease this process took or renewed less than LEASE_FRESH_SECONDS ago is ours for at
+        least ``ttl_seconds - LEASE_FRESH_SECONDS`` more: nobody else can take it before it
+        expires, so it is not asked for again (one round trip less per send)."""
         key, ttl_ms = self.lease_key(lease.client_id), max(1, int(ttl_seconds * 1000))
+        started = time.monotonic()
+        until = self._leases.get((lease.client_id, lease.holder))
+        if until is not None and until - started >= ttl_seconds - LEASE_FRESH_SECONDS:
+            return 0.0, lease.holder
 
         async def take() -> Any:
             return await self._take_lease(keys=[key], args=[lease.holder, ttl_ms])
 
         answer = await self._run(take)
         if not isinstance(answer, list):
+            self._held(lease, started + ttl_seconds)
             return 0.0, lease.holder
         return int(answer[0]) / 1000.0, bytes(answer[1]).decode()
 
     async def release_send_lease(self, lease: SendLease) -> None:
         key = self.lease_key(lease.client_id)
+        self._leases.pop((lease.client_id, lease.holder), None)
 
         async def release() -> None:
             await self._release_lease(keys=[key], args=[lease.holder])

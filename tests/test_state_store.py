@@ -8,9 +8,11 @@ import pytest
 import redis
 import trio
 
+from botd import state_store
 from botd.bridge import AsyncioBridge
 from botd.config import RedisConfig
 from botd.errors import TransientError
+from botd.ports import SendLease
 from botd.state_store import CommitResult, Loaded, Marker, StateStore, open_state_store
 from tests.conftest import REDIS_URL
 
@@ -389,3 +391,90 @@ async def test_closed_store_is_transient(bridge: AsyncioBridge, redis_prefix: st
         pass
     with pytest.raises(TransientError):
         await s.load("17", "m-1")
+
+
+# ---- the send lease taken by a committed step ------------------------------------------------
+
+
+async def test_commit_takes_the_free_send_lease(
+    store: StateStore, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    lease = SendLease("17", "host:1:aa")
+    result = await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
+        lease_seconds=12.0,
+    )  # fmt: skip
+    assert result is CommitResult.COMMITTED
+    key = f"{redis_prefix}sending:17"
+    assert sync_redis.get(key) == b"host:1:aa"
+    assert 11_000 < sync_redis.pttl(key) <= 12_000
+
+
+async def test_commit_leaves_another_holders_lease_alone(
+    store: StateStore, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}sending:17"
+    sync_redis.set(key, "other:2:bb", px=5000)
+    mine = SendLease("17", "host:1:aa")
+    result = await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=mine,
+        lease_seconds=12.0,
+    )  # fmt: skip
+    assert result is CommitResult.COMMITTED  # the step is done all the same
+    assert sync_redis.get(key) == b"other:2:bb"
+    left, holder = await store.take_send_lease(mine, 12.0)  # asks Redis: not known as ours
+    assert holder == "other:2:bb" and 0 < left <= 5.0
+
+
+async def test_conflicting_commit_takes_no_lease(
+    store: StateStore, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    lease = SendLease("17", "host:1:aa")
+    result = await store.commit(
+        "17", "m-1", expected_version=3, state={"s": 1}, replies=("hi",), lease=lease,
+        lease_seconds=12.0,
+    )  # fmt: skip
+    assert result is CommitResult.CONFLICT
+    assert sync_redis.get(f"{redis_prefix}sending:17") is None
+
+
+async def test_a_fresh_lease_is_not_asked_for_again(
+    store: StateStore,
+    sync_redis: redis.Redis,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Taken by the commit: the next take answers from what this process knows (the key deleted
+    behind its back stays deleted: no round trip). Once given back, Redis is asked again."""
+    monkeypatch.setattr(state_store, "LEASE_FRESH_SECONDS", 60.0)  # no slow machine's race
+    lease = SendLease("17", "host:1:aa")
+    await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
+        lease_seconds=120.0,
+    )  # fmt: skip
+    key = f"{redis_prefix}sending:17"
+    sync_redis.delete(key)
+    assert await store.take_send_lease(lease, 120.0) == (0.0, "host:1:aa")
+    assert sync_redis.get(key) is None
+    await store.mark_sent("m-1", lease=lease)
+    assert await store.take_send_lease(lease, 120.0) == (0.0, "host:1:aa")
+    assert sync_redis.get(key) == b"host:1:aa"  # asked Redis, and took it there
+
+
+async def test_an_older_lease_is_renewed_in_redis(
+    store: StateStore, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    """Taken longer ago than LEASE_FRESH_SECONDS allows for the TTL asked: renewed in Redis."""
+    lease = SendLease("17", "host:1:aa")
+    await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
+        lease_seconds=2.0,
+    )  # fmt: skip
+    key = f"{redis_prefix}sending:17"
+    sync_redis.delete(key)
+    # asking for more than the commit's TTL less the slack: not known to last that long
+    assert await store.take_send_lease(lease, 2.0 + state_store.LEASE_FRESH_SECONDS + 1) == (
+        0.0,
+        "host:1:aa",
+    )
+    assert sync_redis.get(key) == b"host:1:aa"
