@@ -1,4 +1,4 @@
-"""Cost of the Trio→asyncio bridge (docs/design.md §5): ``python bench/bench_bridge.py``.
+"""Cost of the Trio→asyncio bridge (docs/design.md §5): ``python -m bench.bench_bridge``.
 
 Measures, each as the median of REPS repetitions (after one warm-up repetition; bridged and
 native repetitions alternate so that both see the same machine load):
@@ -7,7 +7,9 @@ native repetitions alternate so that both see the same machine load):
 - per-call cost with 100 calls in flight (wall time / calls);
 - Redis ``PING``: through the bridge vs natively (``asyncio`` on uvloop, no Trio);
 - PostgreSQL ``SELECT 1`` on an autocommit psycopg ``AsyncConnectionPool``: through the bridge vs
-  natively.
+  natively;
+- RabbitMQ: a persistent publish to a quorum queue awaiting its confirm, one at a time, natively
+  (aiormq): the floor under an idle webhook answer, which is sent only after that confirm.
 
 The native runs happen in the same process, sequentially, between the bridged ones. Uses the
 services on loopback (override with BOTD_BENCH_REDIS_URL / BOTD_BENCH_PG_DSN).
@@ -22,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiormq
+import aiormq.spec
 import psycopg
 import redis.asyncio as aioredis
 import trio
@@ -40,6 +44,9 @@ IN_FLIGHT = 100  # concurrent callers
 N_PER_CALLER = 50  # calls per concurrent caller per repetition
 N_PING = 1000  # Redis PINGs per repetition
 N_SELECT = 1000  # SELECT 1 per repetition
+N_CONFIRM = 300  # confirmed publishes per repetition
+AMQP_URL = os.environ.get("BOTD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+CONFIRM_QUEUE = "botd-bench.confirm"
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
@@ -190,6 +197,27 @@ async def _native_once() -> Results:
         results["pg SELECT 1 native"] = await _asyncio_sequential(select_one, N_SELECT)
     finally:
         await pool.close()
+
+    connection = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.queue_declare(
+            CONFIRM_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2)
+
+        async def publish() -> Any:
+            return await channel.basic_publish(
+                b'{"message_id":"1"}', routing_key=CONFIRM_QUEUE, properties=properties
+            )
+
+        await _asyncio_sequential(publish, WARMUP)
+        results["amqp publish + confirm (quorum) native"] = await _asyncio_sequential(
+            publish, N_CONFIRM
+        )
+        await channel.queue_delete(CONFIRM_QUEUE)
+    finally:
+        await connection.close()
     return results
 
 

@@ -316,11 +316,14 @@ class Processor:
                     msg.client_id,
                     extra=ids,
                 )
+            timer = None
             if transition.timer is not None and self._timers is not None:
-                # Scheduled before the commit, for the version the commit creates: a crash in
-                # between re-schedules the same timer (same id, deduplicated); a failed commit
-                # leaves a stale one, which does nothing.
-                await self._timers.schedule(msg.client_id, transition.timer, loaded.version + 1)
+                # For the version the commit creates; the daemon's commit keeps it with that
+                # state (the in-memory timers record it here: a failed commit leaves a stale one,
+                # which does nothing, and a re-run schedules the same id, deduplicated).
+                timer = await self._timers.schedule(
+                    msg.client_id, transition.timer, loaded.version + 1
+                )
             order_id: int | None = None
             if transition.order is not None:
                 order_id = await self._place(msg, transition.order)
@@ -347,6 +350,7 @@ class Processor:
                 # the replies go out next: their first send finds the lease taken
                 lease=self._guards.lease(msg.client_id) if replies else None,
                 lease_seconds=self._guards.lease_seconds,
+                timer=timer,
             )
             crash_point("after_state_commit")
             if result is CommitResult.CONFLICT:

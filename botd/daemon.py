@@ -54,7 +54,7 @@ from botd.send_guard import SendGuards
 from botd.shared_limiter import open_shared_limiter
 from botd.shop_webhook import ShopWebhook, open_shop_client
 from botd.state_store import StateStore, open_state_store
-from botd.timers import TimerRouter, Timers
+from botd.timers import TimerMover, TimerRouter, Timers
 from botd.webapp import WebDeps, create_app
 
 log = logging.getLogger("botd.daemon")
@@ -285,7 +285,7 @@ def build(
     reminder_after, expire_after = Timers.delays(
         config.dialog.reminder_after_seconds, config.dialog.state_ttl_seconds
     )
-    timers = Timers(broker, reminder_after=reminder_after, expire_after=expire_after)
+    timers = Timers(reminder_after=reminder_after, expire_after=expire_after)
     # one send-lease holder per process; a lease outlives one call to Chat2Desk (§3.2)
     guards = SendGuards(store, lease_seconds=config.chat2desk.timeout_seconds + 2.0)
     processor = Processor(
@@ -316,13 +316,16 @@ def build(
     shop = None
     if config.shop_webhook.url and shop_client is not None:
         shop = ShopWebhook(broker, store, config.shop_webhook, shop_client)
+    mover = TimerMover(broker, store)
     workers = Workers(
         consumers,
         retrier,
         TimerRouter(broker),
         shards=shards,
         check_schema=partial(_check_schema, orders),
-        others=(relay, notes, sharing) if shop is None else (relay, notes, shop, sharing),
+        others=(relay, notes, mover, sharing)
+        if shop is None
+        else (relay, notes, shop, mover, sharing),
     )
     health = HealthMonitor(
         bridge=bridge,

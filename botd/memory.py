@@ -23,6 +23,7 @@ from botd.ports import (
     CancelOutcome,
     CancelResult,
     CommitResult,
+    DueTimer,
     Loaded,
     Marker,
     Reply,
@@ -157,7 +158,10 @@ class MemoryStateStore:
         now: float | None = None,
         lease: SendLease | None = None,
         lease_seconds: float = 0.0,
+        timer: DueTimer | None = None,
     ) -> CommitResult:
+        if timer is not None:  # MemoryTimers records its timers when scheduled
+            raise ValueError("the in-memory store keeps no timers: use MemoryTimers")
         if now is not None:
             await self.record_sending(client_id, replies, now)
         if self._marker(message_id) is not None:
@@ -427,7 +431,7 @@ class MemoryTimers:
         self._pending: list[tuple[float, int, QueuedMessage]] = []
         self.scheduled: list[ScheduledTimer] = []  # everything ever scheduled, in order
 
-    async def schedule(self, client_id: str, kind: TimerKind, version: int) -> None:
+    async def schedule(self, client_id: str, kind: TimerKind, version: int) -> DueTimer | None:
         now = self._clock()
         delay = self.reminder_after if kind == TimerKind.REMINDER else self.expire_after
         due = now + delay
@@ -441,6 +445,7 @@ class MemoryTimers:
         )
         self._pending.append((due, next(self._order), event))
         self.scheduled.append(ScheduledTimer(due, event))
+        return None
 
     def next_due(self) -> float | None:
         """When the earliest pending timer comes due, or None."""

@@ -20,6 +20,25 @@ from botd.dialog import OrderDraft, TimerKind
 OWN_ECHO_WINDOW_SECONDS = 6 * 3600
 
 
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A dialog timer the commit keeps with the state it is set for (:meth:`StateStore.commit`):
+    ``kind`` fires at ``due`` (seconds since the epoch), valid only at state ``version``."""
+
+    kind: TimerKind
+    version: int
+    due: float
+
+    @property
+    def spec(self) -> str:
+        return f"{self.kind}:{self.version}"
+
+    @staticmethod
+    def parse(spec: str) -> tuple[TimerKind, int]:
+        kind, version = spec.split(":")
+        return TimerKind(kind), int(version)
+
+
 class CommitResult(Enum):
     COMMITTED = 1
     DUPLICATE = 0  # the message was processed meanwhile
@@ -98,12 +117,14 @@ class StateStore(Protocol):
         now: float | None = None,
         lease: SendLease | None = None,
         lease_seconds: float = 0.0,
+        timer: DueTimer | None = None,
     ) -> CommitResult:
         """Store state, bump the version and write the marker with its replies — all or nothing,
         and only if the version is still ``expected_version`` and the message is not marked.
         With ``now``, also :meth:`record_sending` the replies (in the same round trip). With
         ``lease``, a committed step also takes the customer's send lease for ``lease_seconds``
-        if nobody else holds it (the first :meth:`take_send_lease` after it is then free)."""
+        if nobody else holds it (the first :meth:`take_send_lease` after it is then free). With
+        ``timer``, the committed state's timer is kept with it (see :class:`Timers`)."""
         ...
 
     async def mark_sent(
@@ -219,8 +240,11 @@ class Outbox(Protocol):
 
 
 class Timers(Protocol):
-    """Durable dialog timers (RabbitMQ: :class:`botd.timers.Timers`)."""
+    """Durable dialog timers. The daemon's (:class:`botd.timers.Timers`) are kept in Redis by the
+    commit of the state they are set for; :class:`botd.memory.MemoryTimers` records them at once."""
 
-    async def schedule(self, client_id: str, kind: TimerKind, version: int) -> None:
-        """Fire a ``kind`` timer for the customer later, valid only at state ``version``."""
+    async def schedule(self, client_id: str, kind: TimerKind, version: int) -> DueTimer | None:
+        """Fire a ``kind`` timer for the customer later, valid only at state ``version``. A
+        :class:`DueTimer` returned is for the commit of that state to keep (nothing fires if it
+        is dropped); None: it is kept already."""
         ...

@@ -33,23 +33,33 @@ from botd.broker.topology import QUEUE_TTL_MS
 from botd.config import RedisConfig
 from botd.errors import TransientError
 from botd.inbound import text_digest
-from botd.ports import OWN_ECHO_WINDOW_SECONDS, CommitResult, Loaded, Marker, SendLease
+from botd.ports import (
+    OWN_ECHO_WINDOW_SECONDS,
+    CommitResult,
+    DueTimer,
+    Loaded,
+    Marker,
+    SendLease,
+)
 from botd.redis_client import open_redis_client
 
 __all__ = ["CommitResult", "Loaded", "Marker", "StateStore", "open_state_store"]
 
 log = logging.getLogger("botd.state")
 
-# KEYS: dialog, marker, version, said, send lease. The version is the larger of the dialog's and
-# the ``version:`` key's, which outlives the dialog: a customer's versions never repeat (timer ids
-# carry them). ARGV[7..10]: ``now`` ("" for none) and the ``said:`` TTL, the lease holder ("" for
-# none) and its TTL in ms; ARGV[11..]: the replies' digests. The digests go to ``said:`` first,
-# whatever the script answers (see StateStore.commit). A committed step takes the customer's send
-# lease when it is free or already its own (answer 2; 1 without it), so the first send of its
-# replies needs no round trip of its own for the lease.
+# KEYS: dialog, marker, version, said, send lease, timers, timer specs. The version is the larger
+# of the dialog's and the ``version:`` key's, which outlives the dialog: a customer's versions
+# never repeat (timer ids carry them). ARGV[7..10]: ``now`` ("" for none) and the ``said:`` TTL,
+# the lease holder ("" for none) and its TTL in ms; ARGV[11..13]: the customer's timer for the
+# new state ("kind:version", "" for none), when it is due (ms since the epoch) and the client id;
+# ARGV[14..]: the replies' digests. The digests go to ``said:`` first, whatever the script answers
+# (see StateStore.commit). The timer replaces the customer's earlier one: that one was set for an
+# older version, so it could only find its dialog moved on. A committed step takes the customer's
+# send lease when it is free or already its own (answer 2; 1 without it), so the first send of
+# its replies needs no round trip of its own for the lease.
 _COMMIT = """
-if ARGV[7] ~= '' and #ARGV > 10 then
-  for i = 11, #ARGV do redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
+if ARGV[7] ~= '' and #ARGV > 13 then
+  for i = 14, #ARGV do redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -61,6 +71,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[3], v + 1, 'EX', ARGV[6])
 redis.call('HSET', KEYS[2], 'r', ARGV[4], 'sent', '0')
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[11] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[12], ARGV[13])
+  redis.call('HSET', KEYS[7], ARGV[13], ARGV[11])
+end
 if ARGV[9] ~= '' then
   local holder = redis.call('GET', KEYS[5])
   if holder == false or holder == ARGV[9] then
@@ -91,6 +105,35 @@ end
 local left = redis.call('PTTL', KEYS[1])
 if left < 1 then left = 1 end
 return {left, holder}
+"""
+
+# The timers that are due (score ≤ ARGV[1], ms), at most ARGV[3]: each is claimed (its score set to
+# ARGV[2], when it is due again unless the mover says it was moved) and returned as client, spec.
+# KEYS: timers, timer specs. A member without a spec is an inconsistency: it is dropped.
+_CLAIM_TIMERS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, client in ipairs(due) do
+  local spec = redis.call('HGET', KEYS[2], client)
+  if spec then
+    redis.call('ZADD', KEYS[1], ARGV[2], client)
+    out[#out + 1] = client
+    out[#out + 1] = spec
+  else
+    redis.call('ZREM', KEYS[1], client)
+  end
+end
+return out
+"""
+
+# The timer ARGV[2] of customer ARGV[1] is in the shard queue: forget it, unless a commit has set a
+# newer one meanwhile. KEYS: timers, timer specs.
+_TIMER_MOVED = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 1
 """
 
 # A send lease taken or renewed this recently is not renewed again before a call: it still has
@@ -228,6 +271,8 @@ class StateStore:
         self._client: aioredis.Redis | None = None
         self._commit: Any = None
         self._mark_sent: Any = None
+        self._claim_timers: Any = None
+        self._timer_moved: Any = None
         # send leases this process holds: (client, holder) → until when (time.monotonic())
         self._leases: dict[tuple[str, str], float] = {}
 
@@ -246,6 +291,8 @@ class StateStore:
         self._mark_sent = self._client.register_script(_MARK_SENT)
         self._take_lease = self._client.register_script(_TAKE_LEASE)
         self._release_lease = self._client.register_script(_RELEASE_LEASE)
+        self._claim_timers = self._client.register_script(_CLAIM_TIMERS)
+        self._timer_moved = self._client.register_script(_TIMER_MOVED)
 
     async def _aio_close(self) -> None:
         client, self._client = self._client, None
@@ -323,13 +370,16 @@ class StateStore:
         now: float | None = None,
         lease: SendLease | None = None,
         lease_seconds: float = 0.0,
+        timer: DueTimer | None = None,
     ) -> CommitResult:
         """Atomically store the new state and the marker with its replies (see module doc), in
         one script call. With ``now``, the replies' digests go to ``said:`` in the same script,
         before its checks, whatever it answers (a step that loses the race is run again and
         says the same or other texts, and an entry only ever makes an echo count as botd's own).
         With ``lease``, a committed step also takes the customer's send lease for
-        ``lease_seconds`` when nobody else holds it (:meth:`take_send_lease` then knows it)."""
+        ``lease_seconds`` when nobody else holds it (:meth:`take_send_lease` then knows it).
+        With ``timer``, the new state's timer is kept with it, replacing the customer's earlier
+        one (:meth:`claim_due_timers` hands it out when due)."""
         state_json = json.dumps(state, ensure_ascii=False, separators=(",", ":")) if state else ""
         digests = [text_digest(t) for t in replies] if now is not None else []
         args = [
@@ -343,6 +393,9 @@ class StateStore:
             OWN_ECHO_WINDOW_SECONDS,
             lease.holder if lease is not None else "",
             max(1, int(lease_seconds * 1000)),
+            "" if timer is None else timer.spec,
+            0 if timer is None else int(timer.due * 1000),
+            client_id,
             *digests,
         ]
         keys = [
@@ -351,6 +404,8 @@ class StateStore:
             self.version_key(client_id),
             self.said_key(client_id),
             self.lease_key(client_id),
+            self.timers_key(),
+            self.timer_specs_key(),
         ]
         started = time.monotonic()
         answer = int(await self._run(self._commit, keys, args))
@@ -358,6 +413,31 @@ class StateStore:
             self._held(lease, started + lease_seconds)
             return CommitResult.COMMITTED
         return CommitResult(answer)
+
+    def timers_key(self) -> str:
+        return f"{self._config.key_prefix}timers"
+
+    def timer_specs_key(self) -> str:
+        return f"{self._config.key_prefix}timer_specs"
+
+    async def claim_due_timers(
+        self, now: float, *, claim_seconds: float, limit: int
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` timers due at ``now`` (seconds since the epoch), as (client id,
+        spec), each claimed for ``claim_seconds``: unless :meth:`timer_moved` is told it reached
+        its shard queue by then, it comes due again (a mover killed in between loses nothing)."""
+        keys = [self.timers_key(), self.timer_specs_key()]
+        args = [int(now * 1000), int((now + claim_seconds) * 1000), limit]
+        flat = await self._run(self._claim_timers, keys, args)
+        return [
+            (bytes(flat[i]).decode(), bytes(flat[i + 1]).decode()) for i in range(0, len(flat), 2)
+        ]
+
+    async def timer_moved(self, client_id: str, spec: str) -> None:
+        """The timer ``spec`` of ``client_id`` is in its shard queue: it is done here (unless a
+        newer one was set meanwhile, which stays)."""
+        keys = [self.timers_key(), self.timer_specs_key()]
+        await self._run(self._timer_moved, keys, [client_id, spec])
 
     def said_key(self, client_id: str) -> str:
         return f"{self._config.key_prefix}said:{client_id}"

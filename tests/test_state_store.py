@@ -11,8 +11,9 @@ import trio
 from botd import state_store
 from botd.bridge import AsyncioBridge
 from botd.config import RedisConfig
+from botd.dialog import TimerKind
 from botd.errors import TransientError
-from botd.ports import SendLease
+from botd.ports import DueTimer, SendLease
 from botd.state_store import CommitResult, Loaded, Marker, StateStore, open_state_store
 from tests.conftest import REDIS_URL
 
@@ -478,3 +479,92 @@ async def test_an_older_lease_is_renewed_in_redis(
         "host:1:aa",
     )
     assert sync_redis.get(key) == b"host:1:aa"
+
+
+# ---- dialog timers kept with the state they are set for ---------------------------------------
+
+
+async def test_a_timer_is_kept_only_with_its_committed_state(store: StateStore) -> None:
+    reminder = DueTimer(TimerKind.REMINDER, 1, T0 + 1800)
+    assert await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=(), timer=reminder
+    ) is CommitResult.COMMITTED  # fmt: skip
+    lost = DueTimer(TimerKind.REMINDER, 1, T0 + 60)  # a step that lost the race
+    assert await store.commit(
+        "17", "m-2", expected_version=0, state={"s": 2}, replies=(), timer=lost
+    ) is CommitResult.CONFLICT  # fmt: skip
+    assert await store.claim_due_timers(T0 + 1799, claim_seconds=30, limit=10) == []
+    assert await store.claim_due_timers(T0 + 1800, claim_seconds=30, limit=10) == [
+        ("17", "reminder:1")
+    ]
+
+
+async def test_a_newer_commit_replaces_the_customers_timer(store: StateStore) -> None:
+    for version in (1, 2):
+        result = await store.commit(
+            "17", f"m-{version}", expected_version=version - 1, state={"s": version},
+            replies=(), timer=DueTimer(TimerKind.REMINDER, version, T0 + 100 * version),
+        )  # fmt: skip
+        assert result is CommitResult.COMMITTED
+    await store.commit(
+        "18", "m-9", expected_version=0, state={"s": 1}, replies=(),
+        timer=DueTimer(TimerKind.EXPIRE, 1, T0 + 50),
+    )  # fmt: skip
+    # one timer per customer, the newest: 17's first one (due at T0 + 100) is gone
+    assert await store.claim_due_timers(T0 + 150, claim_seconds=30, limit=10) == [
+        ("18", "expire:1")
+    ]
+    await store.timer_moved("18", "expire:1")
+    assert await store.claim_due_timers(T0 + 200, claim_seconds=30, limit=10) == [
+        ("17", "reminder:2")
+    ]
+
+
+async def test_a_claimed_timer_comes_due_again_unless_reported_moved(store: StateStore) -> None:
+    """A mover killed between the claim and the publish loses nothing."""
+    await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=(),
+        timer=DueTimer(TimerKind.REMINDER, 1, T0),
+    )  # fmt: skip
+    assert await store.claim_due_timers(T0, claim_seconds=30, limit=10) == [("17", "reminder:1")]
+    assert await store.claim_due_timers(T0 + 29, claim_seconds=30, limit=10) == []  # claimed
+    assert await store.claim_due_timers(T0 + 30, claim_seconds=30, limit=10) == [
+        ("17", "reminder:1")
+    ]  # the claim ran out: due again
+    await store.timer_moved("17", "reminder:1")
+    assert await store.claim_due_timers(T0 + 1000, claim_seconds=30, limit=10) == []
+
+
+async def test_a_timer_set_while_the_older_one_was_moved_stays(
+    store: StateStore, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    await store.commit(
+        "17", "m-1", expected_version=0, state={"s": 1}, replies=(),
+        timer=DueTimer(TimerKind.REMINDER, 1, T0),
+    )  # fmt: skip
+    assert await store.claim_due_timers(T0, claim_seconds=30, limit=10) == [("17", "reminder:1")]
+    await store.commit(
+        "17",
+        "m-2",
+        expected_version=1,
+        state={"s": 2},
+        replies=(),
+        timer=DueTimer(TimerKind.REMINDER, 2, T0 + 1800),
+    )  # fmt: skip  (the customer wrote while the old one was being published)
+    await store.timer_moved("17", "reminder:1")
+    assert sync_redis.hgetall(f"{redis_prefix}timer_specs") == {b"17": b"reminder:2"}
+    assert await store.claim_due_timers(T0 + 1800, claim_seconds=30, limit=10) == [
+        ("17", "reminder:2")
+    ]
+
+
+async def test_claims_take_at_most_the_limit_earliest_first(store: StateStore) -> None:
+    for n in range(5):
+        await store.commit(
+            str(20 + n), f"m-2{n}", expected_version=0, state={"s": 1}, replies=(),
+            timer=DueTimer(TimerKind.REMINDER, 1, T0 - n),
+        )  # fmt: skip
+    first = await store.claim_due_timers(T0, claim_seconds=30, limit=3)
+    assert [client for client, _ in first] == ["24", "23", "22"]
+    rest = await store.claim_due_timers(T0, claim_seconds=30, limit=3)
+    assert [client for client, _ in rest] == ["21", "20"]

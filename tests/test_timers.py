@@ -78,9 +78,11 @@ def _timer_handled(client: int = CLIENT, *, other_than: str = "") -> str:
     return rf"message {skip}(reminder-{client}-\d+) client {client}: (\w+)"
 
 
-async def test_a_reply_in_the_meantime_makes_the_reminder_stale(
+async def test_a_reply_in_the_meantime_replaces_the_reminder(
     reminder_config: Config, fake: FakeChat2Desk
 ) -> None:
+    """The greeting's reminder is replaced by the address's (a customer has one timer, for the
+    latest state): only that one fires, once, and re-asks the current question."""
     cfg = reminder_config
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         proc = await start_botd(nursery, cfg)
@@ -88,21 +90,26 @@ async def test_a_reply_in_the_meantime_makes_the_reminder_stale(
         await _wait_texts(fake, CLIENT, 2)
         await post_webhook(http, proc.url, inbox_payload(CLIENT, "ул. Токтогула 125"))
         await _wait_texts(fake, CLIENT, 3)
-        # Two timers are due: the first (set at the greeting) is for an older version and must be
-        # handled as stale, silently; the second (set at the address) sends the one reminder.
-        # Wait until the consumer has handled both (its outcome lines, logged after the ack).
-        first = await proc.wait_for_line(_timer_handled(), timeout=20)
-        second = await proc.wait_for_line(_timer_handled(other_than=first[1]), timeout=20)
-        assert (first[2], second[2]) == ("stale_timer", "processed"), (first[0], second[0])
-        timers = [m[1] for m in map(re.compile(_timer_handled()).search, proc.lines) if m]
-        assert timers == [first[1], second[1]], timers  # each handled once
-        texts = fake.texts_for(CLIENT)
+        version = _dialog_version(cfg, CLIENT)  # the address's state, the reminder's
+        handled = await proc.wait_for_line(_timer_handled(), timeout=20)
+        assert handled.groups() == (timer_message_id("reminder", str(CLIENT), version), "processed")
+        texts = await _wait_texts(fake, CLIENT, 5)
         assert texts[3] == REMINDER and texts[4] == texts[2], texts
-        assert texts.count(REMINDER) == 1, texts
         proc.signal(15)
         assert await proc.wait_exit() == 0
-    assert len(fake.texts_for(CLIENT)) == 5
+    # The greeting's timer was due first: had it been kept, it would have been handled before.
+    timers = [m[1] for m in map(re.compile(_timer_handled()).search, proc.lines) if m]
+    assert timers == [handled[1]], timers
+    assert fake.texts_for(CLIENT).count(REMINDER) == 1
     await delete_queues(cfg)
+
+
+def _dialog_version(cfg: Config, client: int) -> int:
+    sync = redis.Redis.from_url(cfg.redis.url)
+    try:
+        return int(sync.hget(f"{cfg.redis.key_prefix}dialog:{client}", "v") or 0)
+    finally:
+        sync.close()
 
 
 # ---- versions never repeat: a customer whose dialog expired comes back ---------------------------

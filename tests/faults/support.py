@@ -245,7 +245,6 @@ class DialogModel:
         self._client = str(client_id)
         self.state: dialog.DialogState | None = None
         self.orders: list[dialog.OrderDraft] = []
-        self.timers = 0  # turns that schedule a dialog timer (each step run once schedules one)
 
     def turn(self, text: str, message_id: int | str = 0) -> tuple[str, ...]:
         """Replies of the next turn; ``{order_id}`` stands for the order's number."""
@@ -254,7 +253,6 @@ class DialogModel:
         transition = dialog.handle(self.state, turn, now, self._settings)
         assert transition is not None  # None only for a timer event
         self.state = transition.state
-        self.timers += transition.timer is not None
         extra: dict[str, str] = {}
         if transition.order is not None:
             self.orders.append(transition.order)
