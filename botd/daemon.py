@@ -209,6 +209,7 @@ class Components:
     sender: Sender
     outbox: Outbox
     timers: Timers
+    mover: TimerMover
     processor: Processor
     consumers: ShardConsumers
     workers: Workers
@@ -233,6 +234,7 @@ class Components:
             "relay": self.relay.stats,
             "gc": gc_tuning.statistics(),
             "bridge_crossings": self.bridge.calls,
+            "timers": {"scheduled": self.timers.scheduled, "moved": self.mover.moved},
             "destinations": {"note": self.notes.stats}
             | ({} if self.shop is None else {"shop": self.shop.stats}),
         }
@@ -348,6 +350,7 @@ def build(
         sender=sender,
         outbox=outbox,
         timers=timers,
+        mover=mover,
         processor=processor,
         consumers=consumers,
         workers=workers,

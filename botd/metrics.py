@@ -145,6 +145,15 @@ class _SnapshotCollector(Collector):
         )
         yield from _order_event_metrics(s)
         yield from _gc_metrics(s)
+        if (timers := s.get("timers")) is not None:
+            moved = CounterMetricFamily(
+                "botd_timers",
+                "Dialog timers: set by a commit, moved to a shard queue when due",
+                labels=["event"],
+            )
+            moved.add_metric(["scheduled"], timers["scheduled"])
+            moved.add_metric(["moved"], timers["moved"])
+            yield moved
         yield CounterMetricFamily(
             "botd_bridge_crossings",
             "Calls from Trio to the asyncio loop, each a round trip between the two threads",

@@ -676,6 +676,10 @@ async def test_metrics_after_a_full_dialog(running2: daemon.Running, fake: FakeC
     transitions |= {"waiting_confirmation": 1, "idle": 1}  # idle: the order is done
     for step, n in transitions.items():
         assert value(samples, "botd_dialog_transitions_total", step=step) == n, step
+    waiting = sum(n for step, n in transitions.items() if step != "idle")
+    assert value(samples, "botd_timers_total", event="scheduled") == waiting  # a reminder each
+    assert value(samples, "botd_timers_total", event="moved") == 0  # none due yet
+    assert value(samples, "botd_bridge_crossings_total") > 0
     assert value(samples, "botd_sends_total", result="ok") == len(fake.delivered())
     assert value(samples, "botd_sends_total", result="retried") == 2  # the 429 and one failure
     assert value(samples, "botd_sends_total", result="failed_transient") == 1
