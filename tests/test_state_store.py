@@ -397,14 +397,21 @@ async def test_closed_store_is_transient(bridge: AsyncioBridge, redis_prefix: st
 # ---- the send lease taken by a committed step ------------------------------------------------
 
 
+async def commit_leased(
+    store: StateStore, lease: SendLease, *, expected_version: int = 0, seconds: float = 12.0
+) -> CommitResult:
+    """Commit customer 17's step m-1 (one reply), asking for ``lease`` for ``seconds``."""
+    return await store.commit(
+        "17", "m-1", expected_version=expected_version, state={"s": 1}, replies=("hi",),
+        lease=lease, lease_seconds=seconds,
+    )  # fmt: skip
+
+
 async def test_commit_takes_the_free_send_lease(
     store: StateStore, sync_redis: redis.Redis, redis_prefix: str
 ) -> None:
     lease = SendLease("17", "host:1:aa")
-    result = await store.commit(
-        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
-        lease_seconds=12.0,
-    )  # fmt: skip
+    result = await commit_leased(store, lease)
     assert result is CommitResult.COMMITTED
     key = f"{redis_prefix}sending:17"
     assert sync_redis.get(key) == b"host:1:aa"
@@ -417,10 +424,7 @@ async def test_commit_leaves_another_holders_lease_alone(
     key = f"{redis_prefix}sending:17"
     sync_redis.set(key, "other:2:bb", px=5000)
     mine = SendLease("17", "host:1:aa")
-    result = await store.commit(
-        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=mine,
-        lease_seconds=12.0,
-    )  # fmt: skip
+    result = await commit_leased(store, mine)
     assert result is CommitResult.COMMITTED  # the step is done all the same
     assert sync_redis.get(key) == b"other:2:bb"
     left, holder = await store.take_send_lease(mine, 12.0)  # asks Redis: not known as ours
@@ -431,10 +435,7 @@ async def test_conflicting_commit_takes_no_lease(
     store: StateStore, sync_redis: redis.Redis, redis_prefix: str
 ) -> None:
     lease = SendLease("17", "host:1:aa")
-    result = await store.commit(
-        "17", "m-1", expected_version=3, state={"s": 1}, replies=("hi",), lease=lease,
-        lease_seconds=12.0,
-    )  # fmt: skip
+    result = await commit_leased(store, lease, expected_version=3)
     assert result is CommitResult.CONFLICT
     assert sync_redis.get(f"{redis_prefix}sending:17") is None
 
@@ -449,10 +450,7 @@ async def test_a_fresh_lease_is_not_asked_for_again(
     behind its back stays deleted: no round trip). Once given back, Redis is asked again."""
     monkeypatch.setattr(state_store, "LEASE_FRESH_SECONDS", 60.0)  # no slow machine's race
     lease = SendLease("17", "host:1:aa")
-    await store.commit(
-        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
-        lease_seconds=120.0,
-    )  # fmt: skip
+    await commit_leased(store, lease, seconds=120.0)
     key = f"{redis_prefix}sending:17"
     sync_redis.delete(key)
     assert await store.take_send_lease(lease, 120.0) == (0.0, "host:1:aa")
@@ -467,10 +465,7 @@ async def test_an_older_lease_is_renewed_in_redis(
 ) -> None:
     """Taken longer ago than LEASE_FRESH_SECONDS allows for the TTL asked: renewed in Redis."""
     lease = SendLease("17", "host:1:aa")
-    await store.commit(
-        "17", "m-1", expected_version=0, state={"s": 1}, replies=("hi",), lease=lease,
-        lease_seconds=2.0,
-    )  # fmt: skip
+    await commit_leased(store, lease, seconds=2.0)
     key = f"{redis_prefix}sending:17"
     sync_redis.delete(key)
     # asking for more than the commit's TTL less the slack: not known to last that long
