@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiormq
-import aiormq.spec
 import psycopg
 import redis.asyncio as aioredis
 import trio
