@@ -1,0 +1,94 @@
+"""Two builds of botd side by side: ``bench_e2e`` in alternating runs (A B B A …), then medians.
+
+Each build is a checkout (e.g. ``git worktree add /tmp/before <commit>``); a run is
+``python -m bench.bench_e2e`` started in that checkout, so botd and the driver are that build's
+(the driver file itself is the same for both when you copy this one's ``bench/`` there first).
+This machine kind is noisy: the same build can measure 4.3 and 7.5 ms of CPU per message ten
+minutes apart, so only many alternating runs mean much. ``--restart-rabbitmq`` restarts the
+local broker before every run (quorum-queue logs grow across runs and slow it down; needs root).
+
+    python -m bench.bench_ab --rounds 5 before=/tmp/before after=. [-- --customers 600 --env K=V]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+
+PACED = re.compile(
+    r"paced: \d+ msgs in [\d.]+s = (?P<rate>\d+) msg/s; per-turn p50 (?P<p50>[\d.]+) ms, "
+    r"p99 (?P<p99>[\d.]+) ms; botd CPU (?P<cpu>[\d.]+) ms/msg \(system (?P<sys>[\d.]+)\)"
+    r"(?:.*?; (?P<cross>[\d.]+) bridge crossings/msg)?"
+)
+AUDIT = re.compile(r"orders expected (\d+), found (\d+), wrong or missing (\d+)")
+RSS = re.compile(r"peak RSS (\d+) MiB")
+COLUMNS = ("rate", "p50", "p99", "cpu", "sys", "cross")
+
+
+def restart_rabbitmq() -> None:
+    subprocess.run(["rabbitmqctl", "stop"], capture_output=True, check=False)
+    subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, check=True)
+    subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True, check=True)
+
+
+def one_run(checkout: str, bench_args: list[str]) -> dict[str, float] | None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_e2e", *bench_args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    paced, audit = PACED.search(out.stdout), AUDIT.search(out.stdout)
+    if paced is None or audit is None:
+        print(f"  run in {checkout} failed:\n{out.stdout[-800:]}{out.stderr[-1500:]}", flush=True)
+        return None
+    row = {k: float(v) for k, v in paced.groupdict().items() if v is not None}
+    row["wrong"] = float(audit[3])
+    row["rss"] = float(m[1]) if (m := RSS.search(out.stdout)) else 0.0
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each build")
+    parser.add_argument("--restart-rabbitmq", action="store_true")
+    parser.add_argument("builds", nargs=2, metavar="NAME=CHECKOUT")
+    parser.add_argument("bench_args", nargs="*", help="after --: arguments for bench_e2e")
+    args = parser.parse_args()
+    builds = dict(b.split("=", 1) for b in args.builds)
+    names = list(builds)
+    rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if args.restart_rabbitmq:
+                restart_rabbitmq()
+            row = one_run(builds[name], args.bench_args)
+            if row is not None:
+                rows[name].append(row)
+                shown = "  ".join(f"{k} {row[k]:g}" for k in (*COLUMNS, "wrong") if k in row)
+                print(f"{name:>10}: {shown}", flush=True)
+    print(f"\nmedians ({', '.join(f'{n}: {len(rows[n])} runs' for n in names)})")
+    print(f"{'build':>10} " + " ".join(f"{c:>7}" for c in (*COLUMNS, "wrong")) + "  cpu range")
+    for name in names:
+        if not rows[name]:
+            continue
+        cells = []
+        for c in (*COLUMNS, "wrong"):
+            values = [row[c] for row in rows[name] if c in row]
+            cells.append(f"{statistics.median(values):7.2f}" if values else f"{'-':>7}")
+        cpus = [row["cpu"] for row in rows[name]]
+        print(f"{name:>10} " + " ".join(cells) + f"  {min(cpus):.2f}-{max(cpus):.2f}")
+    a, b = names
+    if rows[a] and rows[b]:
+        ratio = statistics.median(r["cpu"] for r in rows[b]) / statistics.median(
+            r["cpu"] for r in rows[a]
+        )
+        print(f"CPU per message, {b} / {a}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
