@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 
 PACED = re.compile(
     r"paced: \d+ msgs in [\d.]+s = (?P<rate>\d+) msg/s; per-turn p50 (?P<p50>[\d.]+) ms, "
@@ -31,7 +32,12 @@ COLUMNS = ("rate", "p50", "p99", "cpu", "sys", "cross")
 def restart_rabbitmq() -> None:
     subprocess.run(["rabbitmqctl", "stop"], capture_output=True, check=False)
     subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, check=True)
-    subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True, check=True)
+    deadline = time.monotonic() + 120
+    # await_startup fails at once while the new node has not registered yet: ask until it waits
+    while subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit("RabbitMQ did not start again within 120 s")
+        time.sleep(1)
 
 
 def one_run(checkout: str, bench_args: list[str]) -> dict[str, float] | None:

@@ -13,11 +13,6 @@ rules on both sides:
 - closing the bridge cancels whatever still runs on the loop, waits for it, stops the loop and
   joins the thread without blocking Trio.
 
-A coroutine already running on the loop (a step the consumer hands over whole, see
-:meth:`AsyncioBridge.run`) may call adapters that use :meth:`AsyncioBridge.run` themselves: there
-it awaits the function directly, without crossing, and the outer crossing carries the
-cancellation. :meth:`AsyncioBridge.call_in_trio` hands a plain callback back to Trio from there.
-
 No other module imports asyncio for running things; adapters pass coroutine functions here.
 """
 
@@ -45,15 +40,9 @@ class BridgeClosed(TransientError):
 class AsyncioBridge:
     """Runs coroutine functions on the owned asyncio loop for Trio callers."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        token: trio.lowlevel.TrioToken,
-        loop_thread: int | None = None,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
         self._loop = loop
         self._token = token
-        self._loop_thread = loop_thread  # threading.get_ident() of the loop's thread
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.calls = 0
@@ -62,22 +51,8 @@ class AsyncioBridge:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
-    def on_loop(self) -> bool:
-        """Is the caller running on the loop's thread (inside a coroutine the bridge runs)?"""
-        return threading.get_ident() == self._loop_thread
-
-    def call_in_trio(self, fn: Callable[[], object]) -> None:
-        """Call ``fn()`` in the Trio thread soon (from the loop; it must not block or raise)."""
-        self._token.run_sync_soon(fn)
-
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(*args)`` on the asyncio loop and return its result to Trio.
-
-        Called from the loop's own thread (an adapter used inside a coroutine this bridge
-        runs), it is simply ``await fn(*args)``: no crossing, and cancellation is the asyncio
-        task's, which the outer crossing drives."""
-        if threading.get_ident() == self._loop_thread:
-            return await fn(*args)
+        """Run ``await fn(*args)`` on the asyncio loop and return its result to Trio."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise BridgeClosed("the asyncio bridge is closed")
@@ -175,7 +150,7 @@ async def open_bridge(name: str = "botd-asyncio") -> AsyncIterator[AsyncioBridge
     thread = threading.Thread(target=run_loop, name=name, daemon=True)
     thread.start()
     await trio.to_thread.run_sync(ready.wait)
-    bridge = AsyncioBridge(loop, trio.lowlevel.current_trio_token(), thread.ident)
+    bridge = AsyncioBridge(loop, trio.lowlevel.current_trio_token())
     try:
         yield bridge
     finally:

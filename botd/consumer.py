@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
 
 import trio
 
@@ -58,9 +57,6 @@ from botd.send_guard import Fence, SendGuards
 log = logging.getLogger("botd.consumer")
 
 MAX_CONFLICT_RETRIES = 5
-
-T = TypeVar("T")
-Offload = Callable[..., Awaitable[Any]]
 
 
 TRANSIENT_BACKOFF_MAX = 5.0
@@ -116,11 +112,6 @@ class Step:
     behind_outbox: bool = False  # earlier replies to this customer wait in the outbox
     resend: bool = False  # committed before: some of the replies may have gone out
     executed: Executed | None = None  # for the observer, once the replies are sent
-
-
-async def run_here(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """The default ``offload``: run the step in the caller's task."""
-    return await fn(*args)
 
 
 def to_turn(msg: QueuedMessage) -> dialog.Turn:
@@ -204,11 +195,7 @@ class Processor:
         timers: ports.Timers | None = None,
         observer: Callable[[Executed], None] | None = None,
         guards: SendGuards | None = None,
-        offload: Offload = run_here,
     ) -> None:
-        """``offload`` runs the step's round trips (the daemon: ``AsyncioBridge.run``, one
-        crossing to the loop for all of them; the adapters call the loop directly there)."""
-        self._offload = offload
         self._guards = guards or SendGuards(store)
         self._timers = timers
         self._store = store
@@ -232,11 +219,10 @@ class Processor:
         the broker's redelivery will). With ``ack``, the delivery is acked here once done (a
         step with nothing to send acks at its end, else after its replies are marked sent).
 
-        The step (load, dialog, timer, order, commit) runs through ``offload`` — in the daemon
-        one crossing to the asyncio loop for all its round trips; the replies are then sent from
-        here, where the rate limiter and the send guard live, and marking them sent and the ack
-        are one more crossing."""
-        step: Step = await self._offload(self._step, msg, ack)
+        The step runs in the caller's Trio task, each adapter call one crossing to the asyncio
+        loop. Running the whole step on the loop instead (one crossing) was measured and dropped:
+        the two threads then both run Python and contend for the GIL (docs/design.md §9)."""
+        step = await self._step(msg, ack)
         if step.deliver is None:
             return step.outcome
         await self._deliver(msg, step.deliver, step.behind_outbox, fence, ack, resend=step.resend)
@@ -487,7 +473,7 @@ class Processor:
                     )
                     break
             crash_point("after_send")
-            await self._offload(self._finish, msg.message_id, tuple(own_ids), lease, ack)
+            await self._finish(msg.message_id, tuple(own_ids), lease, ack)
         except BaseException:
             await self._guards.release(lease)
             raise

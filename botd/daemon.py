@@ -298,7 +298,6 @@ def build(
         settings=settings_of(config),
         timers=timers,
         guards=guards,
-        offload=bridge.run,  # the step's round trips in one crossing (docs/design.md §5)
     )
     mq = config.rabbitmq
     instance = resolve_instance(mq.instance, mq.instances)

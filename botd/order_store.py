@@ -197,12 +197,8 @@ class OrderStore:
         return await self._bridge.run(call)
 
     def _changed(self) -> None:
-        """Tell ``on_change`` (a Trio callback), also from a step running on the loop."""
         if self.on_change is not None:
-            if self._bridge.on_loop():
-                self._bridge.call_in_trio(self.on_change)
-            else:
-                self.on_change()
+            self.on_change()
 
     def statistics(self) -> OrderStoreStatistics:
         stats = self._pool.get_stats() if self._pool is not None else {}

@@ -302,15 +302,6 @@ class Connection:
                 f"broker did not confirm the publish ({type(confirmation).__name__})"
             )
 
-    async def _aio_publish_within(
-        self, queue: str, body: bytes, headers: dict[str, Any] | None, timeout: float
-    ) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._aio_publish(queue, body, headers)
-        except TimeoutError:
-            raise TransientError(f"broker did not confirm within {timeout}s") from None
-
     async def _aio_replace_publish_channel(self, nacked: aiormq.abc.AbstractChannel) -> None:
         """Publish on a new confirm channel from now on, when ``nacked`` is still the publish
         channel and older than REPLACE_NACKED_CHANNEL_SECONDS (see there for why)."""
@@ -350,8 +341,11 @@ class Connection:
             self._publish_failures += 1
             raise TransientError("broker not connected")
         try:
-            # the timeout is kept on the loop: the same from Trio and from a step on the loop
-            await self._bridge.run(self._aio_publish_within, queue, body, headers, timeout)
+            with trio.fail_after(timeout):
+                await self._bridge.run(self._aio_publish, queue, body, headers)
+        except trio.TooSlowError:
+            self._publish_failures += 1
+            raise TransientError(f"broker did not confirm within {timeout}s") from None
         except TransientError:
             self._publish_failures += 1
             raise
