@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -100,18 +100,6 @@ class Executed:
 
 
 TIMER_KINDS = frozenset({MessageKind.REMINDER, MessageKind.EXPIRE})
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What :meth:`Processor._step` came to: the outcome, and the replies still to send
-    (``deliver``; None: nothing to send)."""
-
-    outcome: Outcome
-    deliver: tuple[str, ...] | None = None
-    behind_outbox: bool = False  # earlier replies to this customer wait in the outbox
-    resend: bool = False  # committed before: some of the replies may have gone out
-    executed: Executed | None = None  # for the observer, once the replies are sent
 
 
 def to_turn(msg: QueuedMessage) -> dialog.Turn:
@@ -207,57 +195,10 @@ class Processor:
         self._observer = observer
         self.stats = ConsumerStatistics()
 
-    async def process(
-        self,
-        msg: QueuedMessage,
-        *,
-        fence: Fence | None = None,
-        ack: Callable[[], Awaitable[None]] | None = None,
-    ) -> Outcome:
+    async def process(self, msg: QueuedMessage, *, fence: Fence | None = None) -> Outcome:
         """Process ``msg`` and say what it came to. Raises on failure; :class:`DeliveryLost`
         when ``fence()`` says the delivery is no longer ours before a send (nothing is sent:
-        the broker's redelivery will). With ``ack``, the delivery is acked here once done (a
-        step with nothing to send acks at its end, else after its replies are marked sent).
-
-        The step runs in the caller's Trio task, each adapter call one crossing to the asyncio
-        loop. Running the whole step on the loop instead (one crossing) was measured and dropped:
-        the two threads then both run Python and contend for the GIL (docs/design.md §9)."""
-        step = await self._step(msg, ack)
-        if step.deliver is None:
-            return step.outcome
-        await self._deliver(msg, step.deliver, step.behind_outbox, fence, ack, resend=step.resend)
-        if step.outcome is Outcome.RESENT:
-            self.stats.replies_resent += 1
-            return Outcome.RESENT
-        self.stats.processed += 1
-        if self._observer is not None and step.executed is not None:
-            self._observer(step.executed)
-        return step.outcome
-
-    async def _step(self, msg: QueuedMessage, ack: Callable[[], Awaitable[None]] | None) -> Step:
-        """Everything up to the replies' sending: what it came to, and what to send; with
-        nothing to send, the ack too."""
-        step = await self._decide(msg)
-        if step.deliver is None and ack is not None:
-            crash_point("before_ack")
-            await ack()
-        return step
-
-    async def _finish(
-        self,
-        message_id: str,
-        own_ids: tuple[str, ...],
-        lease: ports.SendLease,
-        ack: Callable[[], Awaitable[None]] | None,
-    ) -> None:
-        """The replies went out (or are parked): mark them sent, give the lease back, ack."""
-        await self._store.mark_sent(message_id, own_ids, lease=lease)
-        if ack is not None:
-            crash_point("before_ack")
-            await ack()
-
-    async def _decide(self, msg: QueuedMessage) -> Step:
-        """Load, run the dialog, schedule its timer, place or cancel its order and commit."""
+        the broker's redelivery will)."""
         event = to_event(msg)
         ids = {"message_id": msg.message_id, "client_id": msg.client_id}
         echo_digest = None
@@ -268,17 +209,16 @@ class Processor:
             crash_point("after_dedupe_check")
             if isinstance(event, dialog.OperatorMessage) and self._own_echo(msg, loaded):
                 self.stats.own_echoes += 1
-                return Step(Outcome.OWN_ECHO)
+                return Outcome.OWN_ECHO
             if loaded.marker is not None:
                 if loaded.marker.sent:
                     self.stats.duplicates += 1
-                    return Step(Outcome.DUPLICATE)
-                return Step(
-                    Outcome.RESENT,
-                    deliver=loaded.marker.replies,
-                    behind_outbox=loaded.outbox_pending > 0,
-                    resend=True,
+                    return Outcome.DUPLICATE
+                await self._deliver(
+                    msg, loaded.marker.replies, loaded.outbox_pending > 0, fence, resend=True
                 )
+                self.stats.replies_resent += 1
+                return Outcome.RESENT
             state = dialog.load_state(loaded.state) if loaded.state is not None else None
             transition = None
             now = self._clock()
@@ -295,7 +235,7 @@ class Processor:
                         extra=ids,
                     )
                 self.stats.stale_timers += 1
-                return Step(Outcome.STALE_TIMER)
+                return Outcome.STALE_TIMER
             if transition.handoff_started:
                 log.info(
                     "a human operator took over client %s; the bot stays silent",
@@ -352,12 +292,11 @@ class Processor:
             self.stats.transitions[step_name] = self.stats.transitions.get(step_name, 0) + 1
             if (gave_up := abandoned_at(state, event, transition, now, self._settings)) is not None:
                 self.stats.abandoned[gave_up] = self.stats.abandoned.get(gave_up, 0) + 1
-            return Step(
-                Outcome.PROCESSED,
-                deliver=replies,
-                behind_outbox=loaded.outbox_pending > 0,
-                executed=Executed(msg, transition, replies, order_id, cancelled),
-            )
+            await self._deliver(msg, replies, loaded.outbox_pending > 0, fence)
+            self.stats.processed += 1
+            if self._observer is not None:
+                self._observer(Executed(msg, transition, replies, order_id, cancelled))
+            return Outcome.PROCESSED
         raise TransientError(f"dialog of client {msg.client_id} kept changing under us")
 
     async def _place(self, msg: QueuedMessage, draft: dialog.OrderDraft) -> int:
@@ -402,7 +341,6 @@ class Processor:
         texts: tuple[str, ...],
         behind_outbox: bool,
         fence: Fence | None,
-        ack: Callable[[], Awaitable[None]] | None,
         *,
         resend: bool = False,
     ) -> None:
@@ -473,7 +411,7 @@ class Processor:
                     )
                     break
             crash_point("after_send")
-            await self._finish(msg.message_id, tuple(own_ids), lease, ack)
+            await self._store.mark_sent(msg.message_id, tuple(own_ids), lease=lease)
         except BaseException:
             await self._guards.release(lease)
             raise
@@ -597,9 +535,7 @@ class ShardConsumers:
         try:
             while True:
                 try:
-                    outcome = await self._processor.process(
-                        msg, fence=sub.is_open, ack=partial(sub.ack, delivery)
-                    )
+                    outcome = await self._processor.process(msg, fence=sub.is_open)
                     break
                 except DeliveryLost as exc:
                     log.warning("shard %d message %s: %s", shard, msg.message_id, exc, extra=ids)
@@ -640,6 +576,8 @@ class ShardConsumers:
                     )
                     await sub.nack(delivery, requeue=True)
                     return
+            crash_point("before_ack")
+            await sub.ack(delivery)
         finally:
             stats.in_flight -= 1
             stats.processing_seconds_total += time.perf_counter() - started

@@ -426,7 +426,6 @@ class _ScriptedProcessor:
     async def process(self, msg: QueuedMessage, **options: Any) -> Outcome:
         if msg.text == "reply":
             await self._sender.send(msg.client_id, "Здравствуйте!")
-            await options["ack"]()  # the processor acks once its replies are out
             return Outcome.PROCESSED
         if msg.text == "hang":
             await trio.Event().wait()  # a call without a timeout that never answers
