@@ -33,6 +33,7 @@ import trio
 
 from bench.common import (
     bench_config,
+    context_switches,
     cpu_seconds,
     median,
     pct,
@@ -243,11 +244,13 @@ async def main() -> None:
                 cross0 = await crossings(urls)
                 cpu0, own0 = sum(map(cpu_seconds, pids)), cpu_seconds(os.getpid())
                 sys0 = sum(map(system_cpu_seconds, pids))
+                switches0 = sum(map(context_switches, pids))
                 elapsed, lat, messages = await run_mode(
                     mode, urls, watcher, customers, dialogs, ids, concurrency
                 )
                 cpu = sum(map(cpu_seconds, pids)) - cpu0
                 kernel = sum(map(system_cpu_seconds, pids)) - sys0
+                switches = sum(map(context_switches, pids)) - switches0
                 crossed = await crossings(urls) - cross0
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
@@ -266,6 +269,7 @@ async def main() -> None:
                     f"{f' over {len(pids)} processes' if len(pids) > 1 else ''})"
                     f", load generator + fake {own / messages * 1000:.2f} ms/msg"
                     f"; {crossed / messages:.1f} bridge crossings/msg"
+                    f", {switches / messages:.1f} context switches/msg"
                 )
                 print(line, flush=True)
             expected, found, wrong = audit(config.postgres.dsn, list(done), done)

@@ -102,6 +102,21 @@ def system_cpu_seconds(pid: int) -> float:
     return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches so far, summed over the process's threads (each
+    is a sleep and wake-up of a thread: I/O waits, GIL hand-offs between botd's two threads)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -165,12 +165,16 @@ def refusals_to_serve(config: Config) -> list[str]:
 
 def _cmd_run(config: Config, args: argparse.Namespace) -> int:
     from botd import daemon
+    from botd.bridge import run_as_guest
 
     problems = refusals_to_serve(config)
     if problems:
         raise ConfigError(problems)
 
-    trio.run(daemon.run, config)
+    if os.environ.get("BOTD_TEST_THREADED_BRIDGE") == "1":
+        trio.run(daemon.run, config)  # the asyncio loop in its own thread: the benchmarks' baseline
+    else:
+        run_as_guest(daemon.run, config)  # one thread (docs/design.md §5)
     return EXIT_OK
 
 

@@ -522,10 +522,13 @@ async def serve(
 
 
 def tune_runtime() -> None:
-    """Process-wide tuning for two busy threads sharing the GIL (measured: bench/bench_e2e.py).
+    """Process-wide tuning for threads sharing the GIL (measured: bench/bench_e2e.py).
 
-    A thread woken by I/O waits for the GIL until the other one drops it, at the latest after
-    the switch interval (5 ms by default); every bridge crossing pays it under load.
+    A thread woken by I/O waits for the GIL until the running one drops it, at the latest after
+    the switch interval (5 ms by default). Under ``botd run`` the other thread is Trio's I/O
+    wait, which runs only while Trio is idle (guest mode, docs/design.md §5): its wake-up should
+    not wait 5 ms. With the loop in its own thread (the benchmarks' baseline), every bridge
+    crossing pays it under load.
     """
     sys.setswitchinterval(float(os.environ.get("BOTD_TEST_SWITCH_INTERVAL", SWITCH_INTERVAL)))
 

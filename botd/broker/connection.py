@@ -360,6 +360,7 @@ class Connection:
         deliveries arrive on ``Subscription.receive``."""
         send, receive = trio.open_memory_channel[Delivery](math.inf)
         token = trio.lowlevel.current_trio_token()
+        same_thread = self._bridge.same_thread
 
         def deliver(item: Delivery) -> None:
             # Once the subscription is closed the broker redelivers whatever was not acked.
@@ -373,7 +374,10 @@ class Connection:
             item = Delivery(
                 message.body, d.delivery_tag or 0, bool(d.redelivered), dict(props.headers or {})
             )
-            token.run_sync_soon(deliver, item)
+            if same_thread:
+                deliver(item)
+            else:
+                token.run_sync_soon(deliver, item)
 
         async def open_channel() -> aiormq.abc.AbstractChannel:
             try:
