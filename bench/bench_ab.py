@@ -8,6 +8,9 @@ minutes apart, so only many alternating runs mean much. ``--restart-rabbitmq`` r
 local broker before every run (quorum-queue logs grow across runs and slow it down; needs root).
 
     python -m bench.bench_ab --rounds 5 before=/tmp/before after=. [-- --customers 600 --env K=V]
+
+One checkout with a switch on one side: ``--build-env NAME:K=V`` adds ``--env K=V`` to that build's
+runs only, e.g. ``--build-env threaded:BOTD_TEST_THREADED_BRIDGE=1 threaded=. guest=.``.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ PACED = re.compile(
     r"paced: \d+ msgs in [\d.]+s = (?P<rate>\d+) msg/s; per-turn p50 (?P<p50>[\d.]+) ms, "
     r"p99 (?P<p99>[\d.]+) ms; botd CPU (?P<cpu>[\d.]+) ms/msg \(system (?P<sys>[\d.]+)\)"
     r"(?:.*?; (?P<cross>[\d.]+) bridge crossings/msg)?"
+    r"(?:, (?P<switches>[\d.]+) context switches/msg)?"
 )
 AUDIT = re.compile(r"orders expected (\d+), found (\d+), wrong or missing (\d+)")
 RSS = re.compile(r"peak RSS (\d+) MiB")
-COLUMNS = ("rate", "p50", "p99", "cpu", "sys", "cross")
+COLUMNS = ("rate", "p50", "p99", "cpu", "sys", "cross", "switches")
 
 
 def restart_rabbitmq() -> None:
@@ -62,17 +66,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="runs of each build")
     parser.add_argument("--restart-rabbitmq", action="store_true")
+    parser.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="NAME:K=V",
+        help="environment for one build's botd only (repeatable)",
+    )
     parser.add_argument("builds", nargs=2, metavar="NAME=CHECKOUT")
     parser.add_argument("bench_args", nargs="*", help="after --: arguments for bench_e2e")
     args = parser.parse_args()
     builds = dict(b.split("=", 1) for b in args.builds)
     names = list(builds)
+    extra: dict[str, list[str]] = {n: [] for n in names}
+    for item in args.build_env:
+        name, _, assignment = item.partition(":")
+        if name not in extra or "=" not in assignment:
+            parser.error(f"--build-env {item!r}: expected NAME:K=V with NAME one of {names}")
+        extra[name] += ["--env", assignment]
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             if args.restart_rabbitmq:
                 restart_rabbitmq()
-            row = one_run(builds[name], args.bench_args)
+            row = one_run(builds[name], [*args.bench_args, *extra[name]])
             if row is not None:
                 rows[name].append(row)
                 shown = "  ".join(f"{k} {row[k]:g}" for k in (*COLUMNS, "wrong") if k in row)

@@ -71,6 +71,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the botd process (e.g. BOTD_TEST_THREADED_BRIDGE=1)",
+    )
     args = parser.parse_args()
 
     async with trio.open_nursery() as nursery:
@@ -81,7 +88,9 @@ async def main() -> None:
             nursery, [sys.executable, str(HERE / "noop_app.py"), "0"]
         )
         async with bench_config(fake_url) as config:
-            botd = await start_botd(nursery, config)
+            botd = await start_botd(
+                nursery, config, extra_env=dict(e.split("=", 1) for e in args.env)
+            )
             results: dict[str, list[float]] = {"noop": [], "botd": []}
             lat: dict[str, list[float]] = {"noop": [], "botd": []}
             errors = 0
