@@ -32,9 +32,11 @@ import psycopg
 import trio
 
 from bench.common import (
+    add_env_option,
     bench_config,
     context_switches,
     cpu_seconds,
+    env_option,
     median,
     pct,
     peak_rss_mb,
@@ -189,13 +191,7 @@ async def main() -> None:
         default=1,
         help="botd processes sharing the shards (active-active, rabbitmq.instances)",
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment of the botd process (e.g. BOTD_TEST_* switches for A/B runs)",
-    )
+    add_env_option(parser)
     parser.add_argument(
         "--profile",
         metavar="FILE",
@@ -210,7 +206,7 @@ async def main() -> None:
             bench_config(fake.base_url, BOTD_RABBITMQ_SHARDS=str(args.shards)) as config,
             trio.open_nursery() as nursery,
         ):
-            extra = dict(e.split("=", 1) for e in args.env)
+            extra = env_option(args)
             procs = []
             for n in range(args.processes):
                 sharing = {

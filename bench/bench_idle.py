@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import trio
 
 from bench.bench_webhook import start_line_process
-from bench.common import bench_config, median, pct
+from bench.common import add_env_option, bench_config, env_option, median, pct
 from botd.testing.process import start_botd
 
 HERE = Path(__file__).resolve().parent
@@ -82,13 +82,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="measured, per round and app")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured, before each")
     parser.add_argument("--gap-ms", type=float, default=0.0, help="pause after each answer")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment of the botd process (e.g. BOTD_TEST_THREADED_BRIDGE=1)",
-    )
+    add_env_option(parser)
     args = parser.parse_args()
     gap = args.gap_ms / 1000
 
@@ -100,9 +94,7 @@ async def main() -> None:
             nursery, [sys.executable, str(HERE / "noop_app.py"), "0"]
         )
         async with bench_config(fake_url) as config:
-            botd = await start_botd(
-                nursery, config, extra_env=dict(e.split("=", 1) for e in args.env)
-            )
+            botd = await start_botd(nursery, config, extra_env=env_option(args))
             quantiles: dict[str, dict[int, list[float]]] = {
                 name: {50: [], 90: [], 99: []} for name in ("noop", "botd")
             }

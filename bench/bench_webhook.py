@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from bench.common import bench_config, median, peak_rss_mb, rss_mb
+from bench.common import add_env_option, bench_config, env_option, median, peak_rss_mb, rss_mb
 from botd.testing.process import start_botd
 
 HERE = Path(__file__).resolve().parent
@@ -71,13 +71,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra environment of the botd process (e.g. BOTD_TEST_THREADED_BRIDGE=1)",
-    )
+    add_env_option(parser)
     args = parser.parse_args()
 
     async with trio.open_nursery() as nursery:
@@ -88,9 +82,7 @@ async def main() -> None:
             nursery, [sys.executable, str(HERE / "noop_app.py"), "0"]
         )
         async with bench_config(fake_url) as config:
-            botd = await start_botd(
-                nursery, config, extra_env=dict(e.split("=", 1) for e in args.env)
-            )
+            botd = await start_botd(nursery, config, extra_env=env_option(args))
             results: dict[str, list[float]] = {"noop": [], "botd": []}
             lat: dict[str, list[float]] = {"noop": [], "botd": []}
             errors = 0

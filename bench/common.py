@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import statistics
@@ -100,6 +101,21 @@ def system_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def add_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--env NAME=VALUE`` (repeatable): extra environment for the botd process under test."""
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the botd process (e.g. BOTD_TEST_THREADED_BRIDGE=1)",
+    )
+
+
+def env_option(args: argparse.Namespace) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in args.env)
 
 
 def context_switches(pid: int) -> int:

@@ -282,6 +282,7 @@ class StateStore:
         self._config = config
         self._state_ttl = state_ttl_seconds
         self._client: aioredis.Redis | None = None
+        self._load: Any = None
         self._commit: Any = None
         self._mark_sent: Any = None
         self._claim_timers: Any = None
@@ -320,6 +321,9 @@ class StateStore:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async def call() -> Any:
+            # A registered script keeps its client: called after close it would open a new
+            # connection that nothing closes.
+            self._c()
             try:
                 return await fn(*args)
             except (redis.exceptions.RedisError, OSError) as exc:

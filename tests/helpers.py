@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -139,3 +141,28 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 15) -> N
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.05)
+
+
+async def race_quick_calls(bridge: Any, calls: int, max_deadline: float, seed: int) -> None:
+    """``calls`` quick bridge calls, each under a random deadline around the crossing time: each
+    either returns its own value or is cancelled, never hangs, and nothing is left behind."""
+
+    async def quick(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    rng = random.Random(seed)
+    returned = cancelled = 0
+    with trio.fail_after(20):
+        for i in range(calls):
+            value: int | None = None
+            with trio.move_on_after(rng.uniform(0, max_deadline)) as race:
+                value = await bridge.run(quick, i)
+            if value is None:
+                assert race.cancelled_caught
+                cancelled += 1
+            else:
+                assert value == i
+                returned += 1
+    assert returned + cancelled == calls
+    assert not bridge._tasks

@@ -27,6 +27,7 @@ import trio.testing
 from psycopg_pool import AsyncConnectionPool
 
 from botd.bridge import AsyncioBridge, BridgeClosed, open_bridge
+from tests.helpers import race_quick_calls
 
 REDIS_URL = os.environ.get("BOTD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("BOTD_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -280,25 +281,7 @@ async def test_completion_racing_cancel_returns_value_or_cancels_never_hangs() -
         assert scope.cancelled_caught
 
         # Random: quick calls with deadlines around the crossing time.
-        async def quick(i: int) -> int:
-            await asyncio.sleep(0)
-            return i
-
-        rng = random.Random(4)
-        returned = cancelled = 0
-        with trio.fail_after(20):
-            for i in range(600):
-                value: int | None = None
-                with trio.move_on_after(rng.uniform(0, 400e-6)) as race:
-                    value = await bridge.run(quick, i)
-                if value is None:
-                    assert race.cancelled_caught
-                    cancelled += 1
-                else:
-                    assert value == i
-                    returned += 1
-        assert returned + cancelled == 600
-        assert not bridge._tasks
+        await race_quick_calls(bridge, 600, 400e-6, seed=4)
         tasks, me = await _loop_tasks(bridge)
         assert tasks == {me}
 

@@ -23,6 +23,7 @@ import sniffio
 import trio
 
 from botd.bridge import BridgeClosed, open_bridge, run_as_guest
+from tests.helpers import race_quick_calls
 
 REDIS_URL = os.environ.get("BOTD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -156,25 +157,7 @@ def test_completion_racing_a_cancel_returns_the_value_then_cancels() -> None:
             assert got == ["done"]
             assert scope.cancelled_caught
 
-            rng = random.Random(4)
-            returned = cancelled = 0
-
-            async def quick(i: int) -> int:
-                await asyncio.sleep(0)
-                return i
-
-            for i in range(600):
-                value: int | None = None
-                with trio.move_on_after(rng.uniform(0, 200e-6)) as race:
-                    value = await bridge.run(quick, i)
-                if value is None:
-                    assert race.cancelled_caught
-                    cancelled += 1
-                else:
-                    assert value == i
-                    returned += 1
-            assert returned + cancelled == 600
-            assert not bridge._tasks
+            await race_quick_calls(bridge, 600, 200e-6, seed=4)
 
     guest(body)
 
