@@ -166,3 +166,41 @@ async def race_quick_calls(bridge: Any, calls: int, max_deadline: float, seed: i
                 returned += 1
     assert returned + cancelled == calls
     assert not bridge._tasks
+
+
+async def cancel_mid_call_waits_for_cleanup(bridge: Any, cleanup_seconds: float) -> None:
+    """Cancel a bridged call once its asyncio side runs: the Trio caller must get control back
+    only after the asyncio task has finished unwinding (its slow ``finally``)."""
+    token = trio.lowlevel.current_trio_token()
+    started = trio.Event()
+    saw_cancel = cleanup_done = False
+
+    async def slow() -> None:
+        nonlocal saw_cancel, cleanup_done
+        token.run_sync_soon(started.set)  # from the loop, whichever thread it runs on
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            saw_cancel = True
+            raise
+        finally:
+            await asyncio.sleep(cleanup_seconds)  # slow cleanup on the asyncio side
+            cleanup_done = True
+
+    async def expire_when_started(scope: trio.CancelScope) -> None:
+        await started.wait()
+        scope.deadline = trio.current_time()  # the timeout fires now, mid-call
+
+    returned_before_cleanup: bool | None = None
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(3600) as scope:
+            nursery.start_soon(expire_when_started, scope)
+            try:
+                await bridge.run(slow)
+            finally:
+                returned_before_cleanup = not cleanup_done
+    assert scope.cancelled_caught, "the Trio cancellation was not honoured"
+    assert saw_cancel, "the asyncio task was not cancelled"
+    assert returned_before_cleanup is False, "the bridged call returned before the cleanup"
+    assert cleanup_done
+    assert not bridge._tasks

@@ -27,7 +27,7 @@ import trio.testing
 from psycopg_pool import AsyncConnectionPool
 
 from botd.bridge import AsyncioBridge, BridgeClosed, open_bridge
-from tests.helpers import race_quick_calls
+from tests.helpers import cancel_mid_call_waits_for_cleanup, race_quick_calls
 
 REDIS_URL = os.environ.get("BOTD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("BOTD_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -145,41 +145,7 @@ async def test_result_and_exception_pass_through_and_run_in_loop_thread() -> Non
 
 async def test_cancel_mid_call_waits_for_asyncio_cleanup() -> None:
     async with open_bridge() as bridge:
-        token = trio.lowlevel.current_trio_token()
-        started = trio.Event()
-        saw_cancel = False
-        cleanup_done = False
-
-        async def slow() -> None:
-            nonlocal saw_cancel, cleanup_done
-            _signal_trio(token, started)
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                saw_cancel = True
-                raise
-            finally:
-                await asyncio.sleep(0.2)  # slow cleanup on the asyncio side
-                cleanup_done = True
-
-        async def expire_when_started(scope: trio.CancelScope) -> None:
-            await started.wait()
-            scope.deadline = trio.current_time()  # the timeout fires now, mid-call
-
-        returned_before_cleanup: bool | None = None
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(3600) as scope:
-                nursery.start_soon(expire_when_started, scope)
-                try:
-                    await bridge.run(slow)
-                finally:
-                    returned_before_cleanup = not cleanup_done
-
-        assert scope.cancelled_caught, "the Trio cancellation was not honoured"
-        assert saw_cancel, "the asyncio task was not cancelled"
-        assert returned_before_cleanup is False, "the bridged call returned before the cleanup"
-        assert cleanup_done
-        assert not bridge._tasks
+        await cancel_mid_call_waits_for_cleanup(bridge, cleanup_seconds=0.2)
 
 
 # --- rule 3: cancel before start never runs the body --------------------------------------------

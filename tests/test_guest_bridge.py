@@ -23,7 +23,7 @@ import sniffio
 import trio
 
 from botd.bridge import BridgeClosed, open_bridge, run_as_guest
-from tests.helpers import race_quick_calls
+from tests.helpers import cancel_mid_call_waits_for_cleanup, race_quick_calls
 
 REDIS_URL = os.environ.get("BOTD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -78,37 +78,7 @@ def test_calls_run_on_the_same_thread_and_loop_and_pass_results_and_errors() -> 
 def test_cancel_mid_call_waits_for_asyncio_cleanup() -> None:
     async def body() -> None:
         async with open_bridge() as bridge:
-            started = trio.Event()
-            saw_cancel = cleanup_done = False
-
-            async def slow() -> None:
-                nonlocal saw_cancel, cleanup_done
-                started.set()  # same thread: Trio's objects may be touched directly
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    saw_cancel = True
-                    raise
-                finally:
-                    await asyncio.sleep(0.05)  # slow cleanup on the asyncio side
-                    cleanup_done = True
-
-            async def expire_when_started(scope: trio.CancelScope) -> None:
-                await started.wait()
-                scope.cancel()
-
-            returned_before_cleanup: bool | None = None
-            async with trio.open_nursery() as nursery:
-                with trio.CancelScope() as scope:
-                    nursery.start_soon(expire_when_started, scope)
-                    try:
-                        await bridge.run(slow)
-                    finally:
-                        returned_before_cleanup = not cleanup_done
-            assert scope.cancelled_caught
-            assert saw_cancel
-            assert returned_before_cleanup is False, "the bridged call returned before the cleanup"
-            assert not bridge._tasks
+            await cancel_mid_call_waits_for_cleanup(bridge, cleanup_seconds=0.05)
 
     guest(body)
 
