@@ -156,7 +156,7 @@ class _SnapshotCollector(Collector):
             yield moved
         yield CounterMetricFamily(
             "botd_bridge_crossings",
-            "Calls from Trio to the asyncio loop, each a round trip between the two threads",
+            "Calls from Trio to the asyncio loop (across threads when the loop has its own)",
             value=s.get("bridge_crossings", 0),
         )
         depth = GaugeMetricFamily(
