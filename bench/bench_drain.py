@@ -32,7 +32,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_webhook import start_line_process
-from bench.common import bench_config, cpu_seconds, peak_rss_mb, rss_mb
+from bench.common import add_env_option, bench_config, cpu_seconds, env_option, peak_rss_mb, rss_mb
 from botd.bridge import open_bridge
 from botd.broker import Broker, layout, open_broker
 from botd.config import Config
@@ -104,6 +104,7 @@ async def main() -> None:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between report lines")
     parser.add_argument("--publishers", type=int, default=64, help="concurrent publishes")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after (s)")
+    add_env_option(parser)
     args = parser.parse_args()
     n = args.messages
 
@@ -129,7 +130,7 @@ async def main() -> None:
             )
 
             launched = time.perf_counter()
-            botd = await start_botd(nursery, config, ready_timeout=120)
+            botd = await start_botd(nursery, config, ready_timeout=120, extra_env=env_option(args))
             ready = time.perf_counter() - launched
             pid = botd.process.pid
             print(f"botd READY {ready:.2f} s after exec\n", flush=True)
