@@ -46,6 +46,20 @@ class BridgeClosed(TransientError):
     """The asyncio loop is gone (the daemon is shutting down)."""
 
 
+def _unwrap(
+    result: outcome.Outcome[T] | None, raise_cancel: trio.lowlevel.RaiseCancelT | None
+) -> T:
+    """A finished call's value or error. None (never started) or a cancelled asyncio task: Trio's
+    cancellation if Trio asked for it, otherwise the loop cancelled it while shutting down."""
+    if result is None or (
+        isinstance(result, outcome.Error) and isinstance(result.error, asyncio.CancelledError)
+    ):
+        if raise_cancel is not None:
+            raise_cancel()
+        raise BridgeClosed("the asyncio task was cancelled by the loop's shutdown")
+    return result.unwrap()
+
+
 class AsyncioBridge:
     """Runs coroutine functions on the owned asyncio loop for Trio callers."""
 
@@ -130,13 +144,7 @@ class AsyncioBridge:
         except RuntimeError as exc:
             raise BridgeClosed("the asyncio loop is closed") from exc
         result: outcome.Outcome[T] | None = await trio.lowlevel.wait_task_rescheduled(abort)
-        if result is None or (
-            isinstance(result, outcome.Error) and isinstance(result.error, asyncio.CancelledError)
-        ):
-            if raise_cancel is not None:
-                raise_cancel()
-            raise BridgeClosed("the asyncio task was cancelled by the loop's shutdown")
-        return result.unwrap()
+        return _unwrap(result, raise_cancel)
 
     async def _run_here(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """:meth:`run` when Trio is the loop's guest: same thread, no hand-off through a token."""
@@ -159,11 +167,7 @@ class AsyncioBridge:
             return trio.lowlevel.Abort.FAILED  # keep waiting until the asyncio side is done
 
         result: outcome.Outcome[T] = await trio.lowlevel.wait_task_rescheduled(abort)
-        if isinstance(result, outcome.Error) and isinstance(result.error, asyncio.CancelledError):
-            if raise_cancel is not None:
-                raise_cancel()
-            raise BridgeClosed("the asyncio task was cancelled by the loop's shutdown")
-        return result.unwrap()
+        return _unwrap(result, raise_cancel)
 
     async def aclose(self) -> None:
         """Cancel every task still on the loop and wait for them (run before stopping the loop)."""
