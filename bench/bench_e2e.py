@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -198,7 +199,15 @@ async def main() -> None:
         help="record botd with py-spy during the paced mode (collapsed stacks, for flame graphs)",
     )
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument(
+        "--floor",
+        choices=("guest", "asyncio"),
+        help="drive bench/floor_app.py instead of botd: the components' own cost per message",
+    )
     args = parser.parse_args()
+    argv = None
+    if args.floor:
+        argv = [sys.executable, "-m", "bench.floor_app", "--mode", args.floor]
     watcher = Watcher()
     async with open_fake_chat2desk(token="test-token") as fake:
         fake.on_record = watcher
@@ -215,7 +224,9 @@ async def main() -> None:
                 }
                 if args.processes == 1:
                     sharing = {}  # the default (and what a botd without sharing knows)
-                procs.append(await start_botd(nursery, config, extra_env={**sharing, **extra}))
+                procs.append(
+                    await start_botd(nursery, config, extra_env={**sharing, **extra}, argv=argv)
+                )
             botd = procs[0]
             pids = [p.process.pid for p in procs]
             urls = [p.url for p in procs]
@@ -268,8 +279,13 @@ async def main() -> None:
                     f", {switches / messages:.1f} context switches/msg"
                 )
                 print(line, flush=True)
-            expected, found, wrong = audit(config.postgres.dsn, list(done), done)
-            print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
+            if args.floor:
+                with psycopg.connect(config.postgres.dsn) as conn:
+                    row = conn.execute("SELECT count(*) FROM floor_orders").fetchone()
+                print(f"floor ({args.floor}): {row[0] if row else 0} rows (no dialog, no audit)")
+            else:
+                expected, found, wrong = audit(config.postgres.dsn, list(done), done)
+                print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
             for proc in procs:
                 print(
                     f"botd pid {proc.process.pid} peak RSS {peak_rss_mb(proc.process.pid):.0f} MiB"

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -95,8 +95,10 @@ async def start_botd(
     *,
     extra_env: Mapping[str, str] | None = None,
     ready_timeout: float = 30,
+    argv: Sequence[str] | None = None,
 ) -> BotdProcess:
-    """Start ``python -m botd run`` with ``config`` in its environment; return once it is ready."""
+    """Start ``python -m botd run`` (or ``argv``, a program that speaks the same sd_notify) with
+    ``config`` in its environment; return once it is ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTD_")}
     env.update(config_env(config))
     env.update(extra_env or {})
@@ -105,7 +107,7 @@ async def start_botd(
     await sock.bind(os.path.join(notify_dir, "notify.sock"))
     env["NOTIFY_SOCKET"] = os.path.join(notify_dir, "notify.sock")
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "botd", "--config", os.devnull, "run"],
+        list(argv or [sys.executable, "-m", "botd", "--config", os.devnull, "run"]),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
