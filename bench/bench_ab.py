@@ -35,7 +35,7 @@ PACED = re.compile(
     r"(?:, (?P<switches>[\d.]+) context switches/msg)?"
 )
 AUDIT = re.compile(r"orders expected (\d+), found (\d+), wrong or missing (\d+)")
-FLOOR = re.compile(r"floor \((\w+)\): (\d+) rows")
+FLOOR = re.compile(r"floor \(([\w+]+)\): (\d+) rows")
 RSS = re.compile(r"peak RSS (\d+) MiB")
 COLUMNS = ("rate", "p50", "p99", "cpu", "sys", "cross", "switches")
 

@@ -201,13 +201,14 @@ async def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument(
         "--floor",
-        choices=("guest", "asyncio"),
-        help="drive bench/floor_app.py instead of botd: the components' own cost per message",
+        metavar="SPEC",
+        help="drive bench/floor_app.py instead of botd (guest|asyncio[+httpcore][+uvicorn]): "
+        "the components' own cost per message",
     )
     args = parser.parse_args()
     argv = None
     if args.floor:
-        argv = [sys.executable, "-m", "bench.floor_app", "--mode", args.floor]
+        argv = [sys.executable, "-m", "bench.floor_app", args.floor]
     watcher = Watcher()
     async with open_fake_chat2desk(token="test-token") as fake:
         fake.on_record = watcher

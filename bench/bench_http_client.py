@@ -1,9 +1,15 @@
-"""The reply client alone: CPU per Chat2Desk call, httpx.AsyncClient vs botd.lean_http.LeanClient.
+"""The reply client alone: CPU per Chat2Desk call, botd's and the ones it replaced.
 
-Both POST the same reply body to the project's fake Chat2Desk (in this process, keep-alive
-connections like the real API) one call at a time, rounds alternating; printed: the medians of
-CPU per call (client + the fake's side, which is the same for both, so the difference is the
-client's) and wall time per call, and the ratio.
+- ``aiohttp``: :class:`botd.aio_http.AioClient`, aiohttp on the loop through the bridge, what
+  ``botd run`` uses;
+- ``httpcore``: httpcore's connection pool on Trio (h11), without httpx's client layer (the
+  client botd used before);
+- ``httpx``: ``httpx.AsyncClient`` on Trio.
+
+Each POSTs the same reply body to the project's fake Chat2Desk (in its own process, keep-alive
+connections like the real API) one call at a time, rounds alternating, with Trio the guest of
+the uvloop loop as in ``botd run``; printed: the medians of the client's CPU per call (this
+process only) and wall time per call, and the ratios.
 
     python -m bench.bench_http_client [--calls 3000] [--rounds 3]
 """
@@ -12,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpcore
 import httpx
-import trio
+import msgspec
 
 from bench.common import median
-from botd.lean_http import LeanClient
-from botd.testing.fake_chat2desk import open_fake_chat2desk
+from botd.aio_http import AioClient
+from botd.bridge import open_bridge, run_as_guest
 
 TOKEN = "bench-token"
 BODY = {
@@ -46,37 +55,77 @@ async def measure(post: Callable[[], Awaitable[Any]], calls: int) -> tuple[float
     return (cpu() - cpu0) / calls, (time.perf_counter() - wall0) / calls
 
 
-async def main() -> None:
+class HttpcoreClient:
+    """httpcore's pool with fixed headers: a JSON POST, the answer read whole."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self._headers.append((b"Content-Type", b"application/json"))
+        self._pool = httpcore.AsyncConnectionPool(max_connections=32, keepalive_expiry=30.0)
+
+    async def post(self, url: str, *, json: Any) -> Any:
+        body = msgspec.json.encode(json)
+        headers = [*self._headers, (b"Content-Length", str(len(body)).encode())]
+        answer = await self._pool.request("POST", url, headers=headers, content=body)
+        return msgspec.json.decode(answer.content)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+async def measure_all(base_url: str, args: argparse.Namespace) -> None:
+    results: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "httpcore": [], "httpx": []}
+    async with open_bridge() as bridge:
+        url = base_url + "/messages"
+        headers = {"Authorization": TOKEN, "User-Agent": "botd-bench"}
+        aio = AioClient(bridge, headers=headers, timeout_seconds=10)
+        await aio.open()
+        core = HttpcoreClient(headers)
+        async with httpx.AsyncClient(headers=headers, timeout=10) as hx:
+            try:
+                for _ in range(args.rounds):
+                    for name, client in (("aiohttp", aio), ("httpcore", core), ("httpx", hx)):
+
+                        async def post(c: Any = client) -> None:
+                            answer = await c.post(url, json=BODY)
+                            if hasattr(answer, "json"):
+                                answer.json()
+
+                        results[name].append(await measure(post, args.calls))
+            finally:
+                await aio.aclose()
+                await core.aclose()
+    print(f"{'client':<9} {'CPU µs/call':>12} {'wall µs/call':>13}   (medians of {args.rounds})")
+    for name, rows in results.items():
+        cpu_us = median([c for c, _ in rows]) * 1e6
+        wall_us = median([w for _, w in rows]) * 1e6
+        print(f"{name:<9} {cpu_us:>12.0f} {wall_us:>13.0f}")
+    base = median([c for c, _ in results["httpx"]])
+    for name in ("aiohttp", "httpcore"):
+        ratio = median([c for c, _ in results[name]]) / base
+        print(f"{name} / httpx CPU per call: {ratio:.2f}")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {"httpx": [], "lean": []}
-    async with open_fake_chat2desk(token=TOKEN) as fake:
-        url = fake.base_url + "/messages"
-        headers = {"Authorization": TOKEN, "User-Agent": "botd-bench"}
-        async with httpx.AsyncClient(headers=headers, timeout=10) as hx:
-            lean = LeanClient(headers=headers, timeout_seconds=10)
-            try:
-                for _ in range(args.rounds):
-                    for name, client in (("httpx", hx), ("lean", lean)):
-                        fake.reset()
-
-                        async def post(c: Any = client) -> None:
-                            answer = await c.post(url, json=BODY)
-                            answer.json()
-
-                        results[name].append(await measure(post, args.calls))
-            finally:
-                await lean.aclose()
-    print(f"{'client':<8} {'CPU µs/call':>12} {'wall µs/call':>13}   (medians of {args.rounds})")
-    for name, rows in results.items():
-        cpu_us = median([c for c, _ in rows]) * 1e6
-        wall_us = median([w for _, w in rows]) * 1e6
-        print(f"{name:<8} {cpu_us:>12.0f} {wall_us:>13.0f}")
-    ratio = median([c for c, _ in results["lean"]]) / median([c for c, _ in results["httpx"]])
-    print(f"lean / httpx CPU per call: {ratio:.2f} (the fake's share is in both)")
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "botd.testing.fake_chat2desk", "--token", TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None
+        line = fake.stdout.readline()  # "listening http://…/v1"
+        if not line.startswith("listening "):
+            raise SystemExit(f"the fake did not start: {line!r}")
+        run_as_guest(measure_all, line.split()[1], args)
+    finally:
+        fake.terminate()
+        fake.wait()
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    main()

@@ -1,4 +1,4 @@
-"""Chat2Desk API adapter (httpcore on Trio: botd.lean_http) and the reply sender
+"""Chat2Desk API adapter (aiohttp on the bridge's loop: botd.aio_http) and the reply sender
 (docs/design.md §3.3, §3.5).
 
 :class:`ChatApi` makes one call and classifies the answer: success → the Chat2Desk message id;
@@ -32,9 +32,10 @@ import httpx
 import trio
 
 from botd import __version__
+from botd.aio_http import AioClient, Answer, JsonClient
+from botd.bridge import AsyncioBridge
 from botd.config import Chat2DeskConfig
 from botd.errors import AuthRejected, DeliveryUnknown, PermanentError, TransientError
-from botd.lean_http import Answer, JsonClient, LeanClient
 from botd.liveness import deliberately_waiting
 from botd.ports import Route
 from botd.ratelimit import RateLimiter
@@ -541,11 +542,12 @@ class Sender:
 
 
 @asynccontextmanager
-async def open_chat_api(config: Chat2DeskConfig) -> AsyncIterator[ChatApi]:
-    """The Chat2Desk API over :class:`botd.lean_http.LeanClient` (keep-alive, no httpx client
-    layer on the hot path), closed on exit."""
+async def open_chat_api(config: Chat2DeskConfig, bridge: AsyncioBridge) -> AsyncIterator[ChatApi]:
+    """The Chat2Desk API over aiohttp on the bridge's loop (:class:`botd.aio_http.AioClient`:
+    keep-alive connections, a C parser), closed on exit."""
     headers = {"Authorization": config.token, "User-Agent": f"botd/{__version__}"}
-    client = LeanClient(headers=headers, timeout_seconds=config.timeout_seconds)
+    client = AioClient(bridge, headers=headers, timeout_seconds=config.timeout_seconds)
+    await client.open()
     try:
         yield ChatApi(config, client)
     finally:

@@ -393,7 +393,7 @@ async def open_components(config: Config) -> AsyncIterator[Components]:
         ) as store,
         open_shared_limiter(bridge, config) as limiter,
         open_broker(bridge, config.rabbitmq, **layout(config)) as broker,
-        open_chat_api(config.chat2desk) as api,
+        open_chat_api(config.chat2desk, bridge) as api,
         open_shop_client(config.shop_webhook) as shop_client,
     ):
         yield build(

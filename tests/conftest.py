@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from urllib.parse import quote
@@ -27,7 +28,8 @@ import trio
 from botd import daemon
 from botd.bridge import AsyncioBridge, open_bridge
 from botd.broker import Broker, layout, open_broker
-from botd.config import Config, load_config
+from botd.chat_api import ChatApi, open_chat_api
+from botd.config import Chat2DeskConfig, Config, load_config
 from botd.migrate import apply_migrations
 from botd.testing.fake_chat2desk import FakeChat2Desk, open_fake_chat2desk
 
@@ -196,6 +198,15 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 async def bridge() -> AsyncIterator[AsyncioBridge]:
     async with open_bridge() as b:
         yield b
+
+
+OpenApi = Callable[[Chat2DeskConfig], AbstractAsyncContextManager[ChatApi]]
+
+
+@pytest.fixture
+async def open_api(bridge: AsyncioBridge) -> AsyncIterator[OpenApi]:
+    """``open_chat_api`` on this test's bridge."""
+    yield partial(open_chat_api, bridge=bridge)
 
 
 @pytest.fixture

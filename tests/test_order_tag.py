@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from botd import daemon
+from botd.bridge import AsyncioBridge
 from botd.chat_api import ChatApi, Sender, Sent, open_chat_api
 from botd.config import Config, load_config
 from botd.errors import ConfigError, PermanentError
@@ -185,7 +186,7 @@ def placed_event(event_id: str = "3f2c0d4e-0000-4000-8000-000000000001") -> Orde
 
 @asynccontextmanager
 async def open_notes(
-    fake: FakeChat2Desk, store: MarkerStore
+    fake: FakeChat2Desk, store: MarkerStore, bridge: AsyncioBridge
 ) -> AsyncIterator[tuple[OrderNotes, ChatApi]]:
     config = load_config(
         None,
@@ -195,16 +196,18 @@ async def open_notes(
             "BOTD_CHAT2DESK_TOKEN": fake.token,
         },
     )
-    async with open_chat_api(config.chat2desk) as api:
+    async with open_chat_api(config.chat2desk, bridge) as api:
         sender = Sender(api, TokenBucket(60_000, 1_000), config.chat2desk)
         yield OrderNotes(stub_broker(), cast(Any, store), sender, config), api
 
 
-async def test_a_note_found_by_lookup_tags_the_client(fake: FakeChat2Desk) -> None:
+async def test_a_note_found_by_lookup_tags_the_client(
+    fake: FakeChat2Desk, bridge: AsyncioBridge
+) -> None:
     """An earlier attempt sent the note but its answer was lost (``unsure``): the lookup finds
     it, nothing is sent again, and with no answer naming the request the client is tagged."""
     event, store = placed_event(), MarkerStore()
-    async with open_notes(fake, store) as (notes, api):
+    async with open_notes(fake, store, bridge) as (notes, api):
         text = note_text(event, "ru")
         external_id = note_external_id(event.id)
         await api.send_message(str(CLIENT), text, external_id=external_id, message_type="comment")
@@ -219,11 +222,12 @@ async def test_a_note_found_by_lookup_tags_the_client(fake: FakeChat2Desk) -> No
 
 async def test_a_note_marked_sent_is_not_sent_and_the_client_is_tagged(
     fake: FakeChat2Desk,
+    bridge: AsyncioBridge,
 ) -> None:
     """The note marker says an attempt before a restart sent the note: no send, no lookup."""
     event, store = placed_event(), MarkerStore()
     store.done.add((NOTE_SENT, event.id))
-    async with open_notes(fake, store) as (notes, _):
+    async with open_notes(fake, store, bridge) as (notes, _):
         assert await notes.deliver(event, unsure=True)
 
     assert fake.requests == []
@@ -232,10 +236,12 @@ async def test_a_note_marked_sent_is_not_sent_and_the_client_is_tagged(
     ]
 
 
-async def test_a_fresh_note_is_marked_sent_before_its_tag_is_tried(fake: FakeChat2Desk) -> None:
+async def test_a_fresh_note_is_marked_sent_before_its_tag_is_tried(
+    fake: FakeChat2Desk, bridge: AsyncioBridge
+) -> None:
     event, store = placed_event(), MarkerStore()
     fake.tag_fail_next(status=503)
-    async with open_notes(fake, store) as (notes, _):
+    async with open_notes(fake, store, bridge) as (notes, _):
         with pytest.raises(Exception, match="503"):
             await notes.deliver(event, unsure=False)
         marked = (NOTE_SENT, event.id) in store.done

@@ -13,20 +13,21 @@ import pytest
 import trio
 import trio.testing
 
-from botd.chat_api import ChatApi, Sender, open_chat_api
+from botd.chat_api import ChatApi, Sender
 from botd.errors import AuthRejected, DeliveryUnknown
 from botd.ports import Route
 from botd.ratelimit import TokenBucket
 from botd.testing.fake_chat2desk import FakeChat2Desk
+from tests.conftest import OpenApi
 from tests.test_sender import CLIENT, OK_BODY, c2d_config
 
 
 async def test_a_reply_accepted_too_slowly_is_looked_up_not_sent_again(
-    fake: FakeChat2Desk,
+    fake: FakeChat2Desk, open_api: OpenApi
 ) -> None:
     config = c2d_config(fake.base_url, timeout_seconds=0.5)
     fake.accept_slowly_next(1, seconds=1.5)  # taken at once, answered after botd gave up
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         mid = await sender.send(CLIENT, "hello", external_id="botd-9-0")
     stored = fake.stored_messages(CLIENT)
@@ -38,10 +39,12 @@ async def test_a_reply_accepted_too_slowly_is_looked_up_not_sent_again(
     assert [r.method for r in fake.requests] == ["POST", "GET"]
 
 
-async def test_a_502_after_the_accept_is_looked_up_not_sent_again(fake: FakeChat2Desk) -> None:
+async def test_a_502_after_the_accept_is_looked_up_not_sent_again(
+    fake: FakeChat2Desk, open_api: OpenApi
+) -> None:
     config = c2d_config(fake.base_url)
     fake.accept_then_fail_next(1, status=502)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         await sender.send(CLIENT, "hello", external_id="botd-10-0")
     assert [m["external_id"] for m in fake.stored_messages(CLIENT)] == ["botd-10-0"]
@@ -49,11 +52,11 @@ async def test_a_502_after_the_accept_is_looked_up_not_sent_again(fake: FakeChat
 
 
 async def test_a_500_that_took_nothing_is_sent_again_after_the_lookup(
-    fake: FakeChat2Desk,
+    fake: FakeChat2Desk, open_api: OpenApi
 ) -> None:
     config = c2d_config(fake.base_url)
     fake.fail_next(1, status=500)  # nothing stored, but botd can't know that
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         await sender.send(CLIENT, "hello", external_id="botd-11-0")
     assert [m["external_id"] for m in fake.stored_messages(CLIENT)] == ["botd-11-0"]
@@ -62,12 +65,12 @@ async def test_a_500_that_took_nothing_is_sent_again_after_the_lookup(
 
 
 async def test_unsure_after_every_attempt_is_reported_as_delivery_unknown(
-    fake: FakeChat2Desk,
+    fake: FakeChat2Desk, open_api: OpenApi
 ) -> None:
     config = c2d_config(fake.base_url, attempts=2)
     fake.accept_then_fail_next(1, status=502)
     fake.lookup_fail_next(1, status=503)  # the lookup that would tell fails too
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         with pytest.raises(DeliveryUnknown):
             await sender.send(CLIENT, "hello", external_id="botd-12-0")
@@ -77,9 +80,9 @@ async def test_unsure_after_every_attempt_is_reported_as_delivery_unknown(
     assert len(fake.stored_messages(CLIENT)) == 1
 
 
-async def test_the_lookup_reads_the_last_page_too(fake: FakeChat2Desk) -> None:
+async def test_the_lookup_reads_the_last_page_too(fake: FakeChat2Desk, open_api: OpenApi) -> None:
     config = c2d_config(fake.base_url)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         for i in range(230):  # more than one page (200), oldest first in the fake
             await api.send_message(CLIENT, f"m{i}", external_id=f"botd-{i}-0")
@@ -89,9 +92,11 @@ async def test_the_lookup_reads_the_last_page_too(fake: FakeChat2Desk) -> None:
     assert sender.statistics().lookups == 2
 
 
-async def test_the_reply_goes_out_on_the_customers_channel(fake: FakeChat2Desk) -> None:
+async def test_the_reply_goes_out_on_the_customers_channel(
+    fake: FakeChat2Desk, open_api: OpenApi
+) -> None:
     config = c2d_config(fake.base_url)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         await sender.send(CLIENT, "hi", external_id="botd-1-0", route=Route("whatsapp", 55))
         await sender.send(CLIENT, "hi again", external_id="botd-1-1")

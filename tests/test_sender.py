@@ -30,12 +30,12 @@ from botd.chat_api import (
     ChatApi,
     RateLimited,
     Sender,
-    open_chat_api,
 )
 from botd.config import Chat2DeskConfig
 from botd.errors import AuthRejected, DeliveryUnknown, PermanentError, TransientError
 from botd.ratelimit import TokenBucket
 from botd.testing.fake_chat2desk import FakeChat2Desk, RecordedRequest
+from tests.conftest import OpenApi
 from tests.helpers import max_in_any_window
 
 TOKEN = "test-token"
@@ -319,10 +319,10 @@ async def test_rate_limit_answer_pauses_every_sender(
 # ---- against the fake over real HTTP (real clock) --------------------------------------------
 
 
-async def test_fake_5xx_twice_then_success(fake: FakeChat2Desk) -> None:
+async def test_fake_5xx_twice_then_success(fake: FakeChat2Desk, open_api: OpenApi) -> None:
     config = c2d_config(fake.base_url)
     fake.fail_next(2, status=503)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         mid = await sender.send(CLIENT, "hello")
     assert mid.isdigit()
@@ -336,10 +336,10 @@ async def test_fake_5xx_twice_then_success(fake: FakeChat2Desk) -> None:
     assert sender.statistics().retried == 2 and sender.statistics().sent_ok == 1
 
 
-async def test_fake_timeouts_twice_then_success(fake: FakeChat2Desk) -> None:
+async def test_fake_timeouts_twice_then_success(fake: FakeChat2Desk, open_api: OpenApi) -> None:
     config = c2d_config(fake.base_url, timeout_seconds=0.5)
     fake.hang_next(2)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         await sender.send(CLIENT, "hello")
     requests = fake.requests
@@ -352,10 +352,12 @@ async def test_fake_timeouts_twice_then_success(fake: FakeChat2Desk) -> None:
 
 
 @pytest.mark.parametrize("status", [400, 404])
-async def test_fake_permanent_error_is_one_request(fake: FakeChat2Desk, status: int) -> None:
+async def test_fake_permanent_error_is_one_request(
+    fake: FakeChat2Desk, open_api: OpenApi, status: int
+) -> None:
     config = c2d_config(fake.base_url)
     fake.reject_next(1, status=status)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         sender = Sender(api, TokenBucket(60000, 1000), config)
         with pytest.raises(PermanentError, match=f"{status}: \\w"):
             await sender.send(CLIENT, "hello")
@@ -365,11 +367,11 @@ async def test_fake_permanent_error_is_one_request(fake: FakeChat2Desk, status: 
 
 @pytest.mark.parametrize("exceeded_with_200", [False, True])
 async def test_fake_rate_limit_pauses_every_sender(
-    fake: FakeChat2Desk, exceeded_with_200: bool
+    fake: FakeChat2Desk, exceeded_with_200: bool, open_api: OpenApi
 ) -> None:
     config = c2d_config(fake.base_url, requests_per_minute=1200, burst=1)  # 20/s
     fake.rate_limit_next(1, retry_after=1, exceeded_with_200=exceeded_with_200)
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         limiter = TokenBucket(config.requests_per_minute, config.burst)
         senders = [Sender(api, limiter, config) for _ in range(3)]
 
@@ -393,11 +395,11 @@ async def test_fake_rate_limit_pauses_every_sender(
 
 
 async def drive_backlog(
-    fake: FakeChat2Desk, config: Chat2DeskConfig, n: int
+    fake: FakeChat2Desk, config: Chat2DeskConfig, n: int, open_api: OpenApi
 ) -> list[RecordedRequest]:
     """Send ``n`` replies through 8 concurrent senders sharing one limiter."""
     queue = list(range(n))
-    async with open_chat_api(config) as api:
+    async with open_api(config) as api:
         limiter = TokenBucket(config.requests_per_minute, config.burst)
 
         async def worker() -> None:
@@ -416,11 +418,11 @@ async def drive_backlog(
 # The daemon's limiter is the shared one (test_shared_limiter.py, faults/test_shared_limit.py);
 # these two run the in-process TokenBucket against the fake's window: `scripts/chaos pytest`.
 @pytest.mark.slow
-async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk) -> None:
+async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk, open_api: OpenApi) -> None:
     rpm, burst, n = 600, 5, 65  # 10/s for ~6 s
     fake.enforce_rate_limit(rpm)
     requests = await drive_backlog(
-        fake, c2d_config(fake.base_url, requests_per_minute=rpm, burst=burst), n
+        fake, c2d_config(fake.base_url, requests_per_minute=rpm, burst=burst), n, open_api
     )
     assert len(requests) == n and all(r.delivered for r in requests)
     assert fake.limit_violations == 0
@@ -438,7 +440,7 @@ async def test_limiter_end_to_end_paces_a_backlog(fake: FakeChat2Desk) -> None:
 
 @pytest.mark.slow
 async def test_limiter_window_cap_end_to_end(
-    fake: FakeChat2Desk, monkeypatch: pytest.MonkeyPatch
+    fake: FakeChat2Desk, monkeypatch: pytest.MonkeyPatch, open_api: OpenApi
 ) -> None:
     """The sliding-window cap at a window boundary, with both 60 s windows scaled to 4 s.
 
@@ -453,7 +455,7 @@ async def test_limiter_window_cap_end_to_end(
     limit, burst, n = 40, 10, 100  # 40 per 4 s window = 10/s, bursts of 10
     fake.enforce_rate_limit(limit)
     config = c2d_config(fake.base_url, requests_per_minute=limit, burst=burst, attempts=1)
-    requests = await drive_backlog(fake, config, n)
+    requests = await drive_backlog(fake, config, n, open_api)
     times = sorted(r.monotonic for r in requests)
     assert fake.limit_violations == 0 and all(r.delivered for r in requests)
     assert max_in_any_window(times, window) == limit  # the cap is reached, never passed
