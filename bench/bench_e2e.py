@@ -218,81 +218,86 @@ async def main() -> None:
         ):
             extra = env_option(args)
             procs = []
-            for n in range(args.processes):
-                sharing = {
-                    "BOTD_RABBITMQ_INSTANCES": str(args.processes),
-                    "BOTD_RABBITMQ_INSTANCE": str(n),
-                }
-                if args.processes == 1:
-                    sharing = {}  # the default (and what a botd without sharing knows)
-                procs.append(
-                    await start_botd(nursery, config, extra_env={**sharing, **extra}, argv=argv)
+            try:
+                for n in range(args.processes):
+                    sharing = {
+                        "BOTD_RABBITMQ_INSTANCES": str(args.processes),
+                        "BOTD_RABBITMQ_INSTANCE": str(n),
+                    }
+                    if args.processes == 1:
+                        sharing = {}  # the default (and what a botd without sharing knows)
+                    procs.append(
+                        await start_botd(nursery, config, extra_env={**sharing, **extra}, argv=argv)
+                    )
+                botd = procs[0]
+                pids = [p.process.pid for p in procs]
+                urls = [p.url for p in procs]
+                await trio.sleep(home_shards.STANDBY_DELAY_SECONDS + 1)  # everyone standing by
+                ids = [2 * 10**9]
+                done: dict[int, int] = defaultdict(int)
+                plan = (
+                    ("paced", 1_000_000, args.customers, args.concurrency, args.dialogs),
+                    ("burst", 2_000_000, args.burst, args.burst, 1),
                 )
-            botd = procs[0]
-            pids = [p.process.pid for p in procs]
-            urls = [p.url for p in procs]
-            await trio.sleep(home_shards.STANDBY_DELAY_SECONDS + 1)  # everyone standing by
-            ids = [2 * 10**9]
-            done: dict[int, int] = defaultdict(int)
-            plan = (
-                ("paced", 1_000_000, args.customers, args.concurrency, args.dialogs),
-                ("burst", 2_000_000, args.burst, args.burst, 1),
-            )
-            for mode, base, count, concurrency, dialogs in plan:
-                customers = [base + i * 1009 for i in range(count)]
-                spy = None
-                if args.profile and mode == "paced":
-                    spy = subprocess.Popen(
-                        ["py-spy", "record", "--pid", str(botd.process.pid), "--format", "raw",
-                         "--rate", "250", "--threads", "--gil", "--output", args.profile, "--nonblocking"],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    await trio.sleep(1.0)  # py-spy attaches
-                cross0 = await crossings(urls)
-                cpu0, own0 = sum(map(cpu_seconds, pids)), cpu_seconds(os.getpid())
-                sys0 = sum(map(system_cpu_seconds, pids))
-                switches0 = sum(map(context_switches, pids))
-                elapsed, lat, messages = await run_mode(
-                    mode, urls, watcher, customers, dialogs, ids, concurrency
-                )
-                cpu = sum(map(cpu_seconds, pids)) - cpu0
-                kernel = sum(map(system_cpu_seconds, pids)) - sys0
-                switches = sum(map(context_switches, pids)) - switches0
-                crossed = await crossings(urls) - cross0
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(timeout=60)
-                own = cpu_seconds(os.getpid()) - own0
-                for cid in customers:
-                    done[cid] = dialogs
-                line = (
-                    f"{mode:>5}: {messages} msgs in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
-                )
-                if lat:
-                    line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
-                line += (
-                    f"; botd CPU {cpu / messages * 1000:.2f} ms/msg (system {kernel / messages * 1000:.2f})"
-                    f" ({cpu / elapsed:.0%} of a core"
-                    f"{f' over {len(pids)} processes' if len(pids) > 1 else ''})"
-                    f", load generator + fake {own / messages * 1000:.2f} ms/msg"
-                    f"; {crossed / messages:.1f} bridge crossings/msg"
-                    f", {switches / messages:.1f} context switches/msg"
-                )
-                print(line, flush=True)
-            if args.floor:
-                with psycopg.connect(config.postgres.dsn) as conn:
-                    row = conn.execute("SELECT count(*) FROM floor_orders").fetchone()
-                print(f"floor ({args.floor}): {row[0] if row else 0} rows (no dialog, no audit)")
-            else:
-                expected, found, wrong = audit(config.postgres.dsn, list(done), done)
-                print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
-            for proc in procs:
-                print(
-                    f"botd pid {proc.process.pid} peak RSS {peak_rss_mb(proc.process.pid):.0f} MiB"
-                )
-                proc.process.terminate()
-                await proc.wait_exit()
+                for mode, base, count, concurrency, dialogs in plan:
+                    customers = [base + i * 1009 for i in range(count)]
+                    spy = None
+                    if args.profile and mode == "paced":
+                        spy = subprocess.Popen(
+                            ["py-spy", "record", "--pid", str(botd.process.pid), "--format", "raw",
+                             "--rate", "250", "--threads", "--gil", "--output", args.profile, "--nonblocking"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                        await trio.sleep(1.0)  # py-spy attaches
+                    cross0 = await crossings(urls)
+                    cpu0, own0 = sum(map(cpu_seconds, pids)), cpu_seconds(os.getpid())
+                    sys0 = sum(map(system_cpu_seconds, pids))
+                    switches0 = sum(map(context_switches, pids))
+                    elapsed, lat, messages = await run_mode(
+                        mode, urls, watcher, customers, dialogs, ids, concurrency
+                    )
+                    cpu = sum(map(cpu_seconds, pids)) - cpu0
+                    kernel = sum(map(system_cpu_seconds, pids)) - sys0
+                    switches = sum(map(context_switches, pids)) - switches0
+                    crossed = await crossings(urls) - cross0
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
+                    own = cpu_seconds(os.getpid()) - own0
+                    for cid in customers:
+                        done[cid] = dialogs
+                    line = f"{mode:>5}: {messages} msgs in {elapsed:.2f}s = {messages / elapsed:.0f} msg/s"
+                    if lat:
+                        line += f"; per-turn p50 {median(lat) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
+                    line += (
+                        f"; botd CPU {cpu / messages * 1000:.2f} ms/msg (system {kernel / messages * 1000:.2f})"
+                        f" ({cpu / elapsed:.0%} of a core"
+                        f"{f' over {len(pids)} processes' if len(pids) > 1 else ''})"
+                        f", load generator + fake {own / messages * 1000:.2f} ms/msg"
+                        f"; {crossed / messages:.1f} bridge crossings/msg"
+                        f", {switches / messages:.1f} context switches/msg"
+                    )
+                    print(line, flush=True)
+                if args.floor:
+                    with psycopg.connect(config.postgres.dsn) as conn:
+                        row = conn.execute("SELECT count(*) FROM floor_orders").fetchone()
+                    print(
+                        f"floor ({args.floor}): {row[0] if row else 0} rows (no dialog, no audit)"
+                    )
+                else:
+                    expected, found, wrong = audit(config.postgres.dsn, list(done), done)
+                    print(f"orders expected {expected}, found {found}, wrong or missing {wrong}")
+                for proc in procs:
+                    print(
+                        f"botd pid {proc.process.pid} peak RSS {peak_rss_mb(proc.process.pid):.0f} MiB"
+                    )
+                    proc.process.terminate()
+                    await proc.wait_exit()
+            finally:  # a failed run must not leave botd (or the floor) running
+                for proc in procs:
+                    if proc.process.returncode is None:
+                        proc.process.kill()
 
 
 if __name__ == "__main__":
