@@ -7,7 +7,8 @@ sent to the last byte of the answer. botd runs for real (``botd run``; every 200
 publisher-confirmed persistent message, processed by its consumers, replies to a fake Chat2Desk
 process); the baseline is bench/noop_app.py (reads the body, answers the same JSON). Each round
 warms up both, then measures noop and botd in turn; the table gives p50/p90/p99 per round, then
-the medians over the rounds and botd's ratio to the baseline.
+the medians over the rounds and botd's ratio to the baseline. botd's resident memory is printed
+10 s after it is ready (idle: the issue's "≤ 80 MB idle") and after the rounds.
 
 With ``--gap-ms 0`` botd's consumer handles the previous message while the next request is
 answered (the two threads share the GIL); ``--gap-ms 20`` lets it finish first.
@@ -28,11 +29,12 @@ from urllib.parse import urlsplit
 import trio
 
 from bench.bench_webhook import start_line_process
-from bench.common import add_env_option, bench_config, env_option, median, pct
+from bench.common import add_env_option, bench_config, env_option, median, pct, rss_mb
 from botd.testing.process import start_botd
 
 HERE = Path(__file__).resolve().parent
 PATH = "/webhook/chat2desk"
+IDLE_SETTLE_SECONDS = 10.0
 
 
 def body(message_id: int) -> bytes:
@@ -95,6 +97,9 @@ async def main() -> None:
         )
         async with bench_config(fake_url) as config:
             botd = await start_botd(nursery, config, extra_env=env_option(args))
+            await trio.sleep(IDLE_SETTLE_SECONDS)  # start-up's last allocations, a first GC
+            pid = botd.process.pid
+            print(f"botd RSS {IDLE_SETTLE_SECONDS:g} s after ready (idle): {rss_mb(pid):.1f} MiB")
             quantiles: dict[str, dict[int, list[float]]] = {
                 name: {50: [], 90: [], 99: []} for name in ("noop", "botd")
             }
@@ -128,6 +133,7 @@ async def main() -> None:
                 k: median(quantiles["botd"][k]) / median(quantiles["noop"][k]) for k in (50, 90, 99)
             }
             print(f"{'botd / noop':<12}{ratio[50]:>8.2f}{ratio[90]:>8.2f}{ratio[99]:>8.2f}")
+            print(f"botd RSS after the rounds: {rss_mb(pid):.1f} MiB")
             botd.process.terminate()
             await botd.wait_exit()
         noop.terminate()
