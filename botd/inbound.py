@@ -92,6 +92,15 @@ def shard_of(client_id: str, shards: int) -> int:
 def normalise_text(text: str) -> str | None:
     """NFC, control/format characters removed, whitespace folded, trimmed, capped; None if empty."""
     text = unicodedata.normalize("NFC", text)
+    if not text.isprintable():  # else nothing to drop: no Cc/Cs/Co/Cf, no \n \r \t (C loop)
+        text = _drop_controls(text)
+    out = _WS.sub(" ", text).strip()[:MAX_TEXT_CHARS].strip()
+    return out or None
+
+
+def _drop_controls(text: str) -> str:
+    """Tabs and line breaks → spaces; control, surrogate, private-use and format characters
+    (but the zero-width joiner, which emoji sequences need) dropped."""
     kept = []
     for ch in text:
         cat = unicodedata.category(ch)
@@ -101,8 +110,7 @@ def normalise_text(text: str) -> str | None:
             continue
         else:
             kept.append(ch)
-    out = _WS.sub(" ", "".join(kept)).strip()[:MAX_TEXT_CHARS].strip()
-    return out or None
+    return "".join(kept)
 
 
 def text_digest(text: str) -> str:

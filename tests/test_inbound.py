@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 import zlib
 from typing import Any
 
@@ -372,6 +374,34 @@ def test_huge_integer_coordinate_gives_no_location() -> None:
 )
 def test_normalise_text(raw: str, expected: str | None) -> None:
     assert normalise_text(raw) == expected
+
+
+def _normalise_char_by_char(text: str) -> str | None:
+    """The definition, one character at a time (normalise_text skips the loop for printable
+    text, where it would keep every character)."""
+    kept = []
+    for ch in unicodedata.normalize("NFC", text):
+        cat = unicodedata.category(ch)
+        if ch in "\n\r\t":
+            kept.append(" ")
+        elif not (cat in ("Cc", "Cs", "Co") or (cat == "Cf" and ch != "\u200d")):
+            kept.append(ch)
+    out = re.sub(r"\s+", " ", "".join(kept)).strip()[:MAX_TEXT_CHARS].strip()
+    return out or None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.characters(),  # anything, controls and surrogates included
+            st.sampled_from("ё Ёң ү ө\u00a0\u200d\u200b\u202e\t\n\r\u0301e😀"),
+        ),
+        max_size=60,
+    )
+)
+def test_normalise_text_is_the_char_by_char_definition(text: str) -> None:
+    assert normalise_text(text) == _normalise_char_by_char(text)
 
 
 def test_normalise_text_caps_length() -> None:
