@@ -29,7 +29,7 @@ import httpx
 import msgspec
 
 from bench.common import median
-from botd.aio_http import AioClient
+from botd.aio_http import AioClient, JsonAnswer, _Headers
 from botd.bridge import open_bridge, run_as_guest
 
 TOKEN = "bench-token"
@@ -63,11 +63,11 @@ class HttpcoreClient:
         self._headers.append((b"Content-Type", b"application/json"))
         self._pool = httpcore.AsyncConnectionPool(max_connections=32, keepalive_expiry=30.0)
 
-    async def post(self, url: str, *, json: Any) -> Any:
+    async def post(self, url: str, *, json: Any) -> JsonAnswer:
         body = msgspec.json.encode(json)
         headers = [*self._headers, (b"Content-Length", str(len(body)).encode())]
         answer = await self._pool.request("POST", url, headers=headers, content=body)
-        return msgspec.json.decode(answer.content)
+        return JsonAnswer(answer.status, _Headers(), answer.content)
 
     async def aclose(self) -> None:
         await self._pool.aclose()
@@ -88,8 +88,7 @@ async def measure_all(base_url: str, args: argparse.Namespace) -> None:
 
                         async def post(c: Any = client) -> None:
                             answer = await c.post(url, json=BODY)
-                            if hasattr(answer, "json"):
-                                answer.json()
+                            answer.json()
 
                         results[name].append(await measure(post, args.calls))
             finally:

@@ -132,8 +132,7 @@ class Floor:
         """One reply to Chat2Desk: the status it answered."""
         if self.http is None:
             return int(await self.call(self.aio_post, msgspec.json.encode(body)))
-        answer = await self.http.post(self.url, json=body)
-        return 200 if answer.get("status") == "success" else 500
+        return (await self.http.post(self.url, json=body)).status_code
 
     async def aio_serve_uvicorn(self, host: str, port: int) -> None:
         """Serve the webhook with uvicorn on this loop; return once it listens."""

@@ -20,7 +20,6 @@ connection whose request was cancelled half-way, so no later call reads its answ
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -92,8 +91,8 @@ def _httpx_error(exc: BaseException) -> httpx.HTTPError:
         return httpx.ConnectTimeout(text)
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, DNS
         return httpx.ConnectError(text)
-    if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        return httpx.ReadTimeout(text)  # after the request may have been sent
+    if isinstance(exc, TimeoutError):  # a read (SocketTimeoutError) or the total: maybe sent
+        return httpx.ReadTimeout(text)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError(text)
     return httpx.ReadError(text)
